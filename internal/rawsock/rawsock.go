@@ -1,0 +1,69 @@
+package rawsock
+
+import (
+	"errors"
+	"syscall"
+	"time"
+)
+
+// ErrUnsupported is returned on platforms where an option cannot be set.
+var ErrUnsupported = errors.New("rawsock: not supported on this platform")
+
+// Control runs fn on the descriptor behind rc and returns the first error of
+// the two that can happen: the one Control reports (the fd is closed, say)
+// and the one fn returned.
+func Control(rc syscall.RawConn, fn func(fd int) error) error {
+	var inner error
+	if err := rc.Control(func(fd uintptr) { inner = fn(int(fd)) }); err != nil {
+		return err
+	}
+	return inner
+}
+
+// ListenerOptions are the options connopt sets once on a listening TCP socket.
+// Linux copies all of them except DeferAccept, FastOpen, ReuseAddr and
+// ReusePort to every socket the listener accepts, which is what saves the
+// per-accept setsockopt calls.
+type ListenerOptions struct {
+	NoDelay   bool
+	KeepAlive bool
+	// KeepIdle, KeepInterval and KeepCount apply when KeepAlive is set;
+	// they are rounded down to whole seconds as the kernel stores them.
+	KeepIdle     time.Duration
+	KeepInterval time.Duration
+	KeepCount    int
+	// RecvBuffer and SendBuffer are SO_RCVBUF/SO_SNDBUF; 0 leaves the
+	// kernel's autotuning alone.
+	RecvBuffer int
+	SendBuffer int
+	// DeferAccept is TCP_DEFER_ACCEPT; 0 leaves it off.
+	DeferAccept time.Duration
+	// FastOpenQueue is the TCP_FASTOPEN queue length; 0 leaves it off.
+	FastOpenQueue int
+	ReusePort     bool
+}
+
+// Options is what ReadOptions reads back from a socket.
+type Options struct {
+	NoDelay      bool
+	KeepAlive    bool
+	KeepIdle     time.Duration
+	KeepInterval time.Duration
+	KeepCount    int
+	// RecvBuffer and SendBuffer are as the kernel reports them: Linux
+	// doubles the value that was set to account for its bookkeeping.
+	RecvBuffer    int
+	SendBuffer    int
+	DeferAccept   time.Duration
+	FastOpenQueue int
+	ReuseAddr     bool
+	ReusePort     bool
+}
+
+func seconds(d time.Duration) int {
+	s := int(d / time.Second)
+	if s < 1 && d > 0 {
+		return 1
+	}
+	return s
+}

@@ -1,0 +1,108 @@
+package rawsock
+
+import (
+	"os"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func setInt(fd, level, name, value int) error {
+	if err := unix.SetsockoptInt(fd, level, name, value); err != nil {
+		return os.NewSyscallError("setsockopt", err)
+	}
+	return nil
+}
+
+func getInt(fd, level, name int) (int, error) {
+	v, err := unix.GetsockoptInt(fd, level, name)
+	if err != nil {
+		return 0, os.NewSyscallError("getsockopt", err)
+	}
+	return v, nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// ApplyListener sets o on fd, a TCP socket that is about to be bound and put
+// in the listening state. Go's own listener code already set SO_REUSEADDR.
+func ApplyListener(fd int, o ListenerOptions) error {
+	type opt struct {
+		level, name, value int
+		when               bool
+	}
+	opts := [...]opt{
+		{unix.IPPROTO_TCP, unix.TCP_NODELAY, 1, o.NoDelay},
+		{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1, o.KeepAlive},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, seconds(o.KeepIdle), o.KeepAlive && o.KeepIdle > 0},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, seconds(o.KeepInterval), o.KeepAlive && o.KeepInterval > 0},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, o.KeepCount, o.KeepAlive && o.KeepCount > 0},
+		{unix.SOL_SOCKET, unix.SO_RCVBUF, o.RecvBuffer, o.RecvBuffer > 0},
+		{unix.SOL_SOCKET, unix.SO_SNDBUF, o.SendBuffer, o.SendBuffer > 0},
+		{unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, seconds(o.DeferAccept), o.DeferAccept > 0},
+		{unix.IPPROTO_TCP, unix.TCP_FASTOPEN, o.FastOpenQueue, o.FastOpenQueue > 0},
+		{unix.SOL_SOCKET, unix.SO_REUSEADDR, 1, true},
+		{unix.SOL_SOCKET, unix.SO_REUSEPORT, 1, o.ReusePort},
+	}
+	for _, op := range opts {
+		if !op.when {
+			continue
+		}
+		if err := setInt(fd, op.level, op.name, op.value); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ReadOptions reads back the options of the socket behind rc. It is meant for
+// tests and diagnostics, not for a per-connection path: it costs one
+// getsockopt per field.
+func ReadOptions(rc syscall.RawConn) (Options, error) {
+	var o Options
+	err := Control(rc, func(fd int) error {
+		fields := [...]struct {
+			level, name int
+			set         func(int)
+		}{
+			{unix.IPPROTO_TCP, unix.TCP_NODELAY, func(v int) { o.NoDelay = v != 0 }},
+			{unix.SOL_SOCKET, unix.SO_KEEPALIVE, func(v int) { o.KeepAlive = v != 0 }},
+			{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, func(v int) { o.KeepIdle = time.Duration(v) * time.Second }},
+			{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, func(v int) { o.KeepInterval = time.Duration(v) * time.Second }},
+			{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, func(v int) { o.KeepCount = v }},
+			{unix.SOL_SOCKET, unix.SO_RCVBUF, func(v int) { o.RecvBuffer = v }},
+			{unix.SOL_SOCKET, unix.SO_SNDBUF, func(v int) { o.SendBuffer = v }},
+			{unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, func(v int) { o.DeferAccept = time.Duration(v) * time.Second }},
+			{unix.IPPROTO_TCP, unix.TCP_FASTOPEN, func(v int) { o.FastOpenQueue = v }},
+			{unix.SOL_SOCKET, unix.SO_REUSEADDR, func(v int) { o.ReuseAddr = v != 0 }},
+			{unix.SOL_SOCKET, unix.SO_REUSEPORT, func(v int) { o.ReusePort = v != 0 }},
+		}
+		for _, f := range fields {
+			v, err := getInt(fd, f.level, f.name)
+			if err != nil {
+				return err
+			}
+			f.set(v)
+		}
+		return nil
+	})
+	return o, err
+}
+
+// SetListenBacklog calls listen(2) again on an already listening socket,
+// which Linux accepts and uses to change the accept queue's length. Go's net
+// package always listens with net.core.somaxconn.
+func SetListenBacklog(rc syscall.RawConn, backlog int) error {
+	return Control(rc, func(fd int) error {
+		if err := unix.Listen(fd, backlog); err != nil {
+			return os.NewSyscallError("listen", err)
+		}
+		return nil
+	})
+}

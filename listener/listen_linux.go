@@ -1,0 +1,53 @@
+package listener
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"syscall"
+
+	"github.com/connopt/connopt/internal/rawsock"
+)
+
+func listenTCP(ctx context.Context, network, address string, cfg *Config) (*net.TCPListener, error) {
+	opts := rawsock.ListenerOptions{
+		NoDelay:       true, // the runtime sets it per accept anyway; set here so the inherited state agrees
+		KeepAlive:     !cfg.DisableKeepAlive,
+		KeepIdle:      orDefault(cfg.KeepAliveIdle, DefaultKeepAliveIdle),
+		KeepInterval:  orDefault(cfg.KeepAliveInterval, DefaultKeepAliveInterval),
+		KeepCount:     orDefault(cfg.KeepAliveCount, DefaultKeepAliveCount),
+		RecvBuffer:    cfg.ReadBuffer,
+		SendBuffer:    cfg.WriteBuffer,
+		DeferAccept:   cfg.deferAccept(),
+		FastOpenQueue: cfg.FastOpenQueue,
+		ReusePort:     cfg.ReusePort,
+	}
+	lc := net.ListenConfig{
+		// Negative: the runtime must not set keep-alive options on each
+		// accepted socket; the kernel copies them from the listener.
+		KeepAlive: -1,
+		Control: func(_, _ string, c syscall.RawConn) error {
+			return rawsock.Control(c, func(fd int) error { return rawsock.ApplyListener(fd, opts) })
+		},
+	}
+	ln, err := lc.Listen(ctx, network, address)
+	if err != nil {
+		return nil, err
+	}
+	tl := ln.(*net.TCPListener)
+	if cfg.Backlog > 0 {
+		if err := setBacklog(tl, cfg.Backlog); err != nil {
+			tl.Close()
+			return nil, &net.OpError{Op: "listen", Net: network, Addr: tl.Addr(), Err: fmt.Errorf("backlog %d: %w", cfg.Backlog, err)}
+		}
+	}
+	return tl, nil
+}
+
+func setBacklog(tl *net.TCPListener, backlog int) error {
+	rc, err := tl.SyscallConn()
+	if err != nil {
+		return err
+	}
+	return rawsock.SetListenBacklog(rc, backlog)
+}

@@ -1,0 +1,28 @@
+//go:build !linux
+
+package listener
+
+import (
+	"context"
+	"net"
+)
+
+// Outside Linux the options are left to the runtime, which sets keep-alive
+// on each accepted socket; ReusePort, DeferAccept, FastOpenQueue, Backlog and
+// the buffer sizes are ignored.
+func listenTCP(ctx context.Context, network, address string, cfg *Config) (*net.TCPListener, error) {
+	lc := net.ListenConfig{KeepAlive: -1}
+	if !cfg.DisableKeepAlive {
+		lc.KeepAliveConfig = net.KeepAliveConfig{
+			Enable:   true,
+			Idle:     orDefault(cfg.KeepAliveIdle, DefaultKeepAliveIdle),
+			Interval: orDefault(cfg.KeepAliveInterval, DefaultKeepAliveInterval),
+			Count:    orDefault(cfg.KeepAliveCount, DefaultKeepAliveCount),
+		}
+	}
+	ln, err := lc.Listen(ctx, network, address)
+	if err != nil {
+		return nil, err
+	}
+	return ln.(*net.TCPListener), nil
+}
