@@ -1,0 +1,109 @@
+package listener
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// serve runs a fasthttp server on ln until the test ends.
+func serve(t *testing.T, ln net.Listener, h fasthttp.RequestHandler) *fasthttp.Server {
+	t.Helper()
+	s := &fasthttp.Server{
+		Handler:      h,
+		ReadTimeout:  10 * time.Second,
+		WriteTimeout: 10 * time.Second,
+		Logger:       testLogger{t},
+		// Idle workers are reaped quickly, so goroutine counts settle
+		// back to a baseline within the leak checks' patience.
+		MaxIdleWorkerDuration: 50 * time.Millisecond,
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	t.Cleanup(func() {
+		if err := s.Shutdown(); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Errorf("Serve did not return after Shutdown")
+		}
+	})
+	return s
+}
+
+type testLogger struct{ t *testing.T }
+
+func (l testLogger) Printf(format string, args ...any) { l.t.Logf("fasthttp: "+format, args...) }
+
+func listenT(t *testing.T, cfg *Config) *Listener {
+	t.Helper()
+	ln, err := Listen("tcp", "127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatalf("Listen: %v", err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// get sends one request on c and reads its response.
+func get(c net.Conn, br *bufio.Reader, path string, extraHeaders string) (*fasthttp.Response, error) {
+	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: test\r\n%s\r\n", path, extraHeaders); err != nil {
+		return nil, err
+	}
+	resp := &fasthttp.Response{}
+	if err := resp.Read(br); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+func countFDs(t *testing.T) int {
+	t.Helper()
+	if runtime.GOOS != "linux" {
+		return 0
+	}
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatalf("reading /proc/self/fd: %v", err)
+	}
+	return len(ents)
+}
+
+type resources struct{ fds, goroutines int }
+
+func snapshot(t *testing.T) resources {
+	return resources{fds: countFDs(t), goroutines: runtime.NumGoroutine()}
+}
+
+// waitBaseline waits until descriptors and goroutines are back to base (the
+// server's connection goroutines exit asynchronously), and fails if they do
+// not come back within a few seconds.
+func waitBaseline(t *testing.T, base resources, m *Metrics, wantActive int64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		now := snapshot(t)
+		active := m.Snapshot().Active
+		if now.fds <= base.fds && now.goroutines <= base.goroutines && active == wantActive {
+			return
+		}
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			buf = buf[:runtime.Stack(buf, true)]
+			t.Fatalf("leak: fds %d -> %d, goroutines %d -> %d, active connections %d (want %d)\n%s",
+				base.fds, now.fds, base.goroutines, now.goroutines, active, wantActive, buf)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
