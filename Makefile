@@ -1,0 +1,31 @@
+# connopt: the two commands that matter are `make run` and `make test`.
+GO ?= go
+
+.PHONY: run test vet bench bench-go bench-listener bench-deps
+
+## run: the hello-world fasthttp server on connopt's listener, with /metrics, on 127.0.0.1:8080
+run:
+	$(GO) run ./examples/hello -addr 127.0.0.1:8080
+
+## test: vet and race-enabled tests against real sockets (some need root and skip without it)
+test: vet
+	$(GO) test -race -count=1 ./...
+
+vet:
+	$(GO) vet ./...
+
+## bench: every benchmark: in-process (go test -bench) and the wrk/perf harnesses
+bench: bench-go bench-listener
+
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+## bench-listener: stock net.Listen vs listener.Listen under wrk, syscalls counted by perf
+bench-listener: bench-deps
+	$(GO) build -o bin/listenerbench ./benchmarks/listenerbench
+	./bin/listenerbench -out benchmarks/results/listener.md
+
+## bench-deps: wrk and perf from Debian's packages, if missing
+bench-deps:
+	@command -v wrk >/dev/null && command -v perf >/dev/null && command -v taskset >/dev/null || \
+		{ apt-get update && apt-get install -y wrk linux-perf util-linux; }
