@@ -8,6 +8,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/connopt/connopt/internal/tcpconn"
 )
 
 // Defaults applied to a zero Config.
@@ -28,11 +30,6 @@ const (
 
 	minAcceptBackoff = 5 * time.Millisecond
 )
-
-// ErrPeerClosed matches (with errors.Is) the error of a Read or Write on a
-// Conn whose peer has gone away: EPIPE or ECONNRESET. The error still
-// unwraps to the syscall.Errno and keeps its *net.OpError shape and text.
-var ErrPeerClosed = errors.New("listener: peer closed the connection")
 
 // ErrUnsupportedNetwork is returned by Listen for networks other than tcp,
 // tcp4 and tcp6.
@@ -209,8 +206,7 @@ func (l *Listener) AcceptConn() (*Conn, error) {
 		tc, err := l.tl.AcceptTCP()
 		if err == nil {
 			l.metrics.accepted.Add(1)
-			l.metrics.active.Add(1)
-			return &Conn{TCPConn: tc, metrics: l.metrics}, nil
+			return tcpconn.New(tc, &l.metrics.conns, nil), nil
 		}
 		reason := classifyAcceptError(err)
 		if reason == acceptErrClosed {

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/connopt/connopt/internal/tcpconn"
 )
 
 // Metrics counts what one listener, or a group of shards, did. It implements
@@ -14,12 +16,10 @@ import (
 // one registerer with prometheus.WrapRegistererWith and a distinguishing
 // label.
 type Metrics struct {
-	accepted        atomic.Uint64
-	active          atomic.Int64
-	peerClosedRead  atomic.Uint64
-	peerClosedWrite atomic.Uint64
-	acceptErrors    [numAcceptErrReasons]atomic.Uint64
-	backoffNanos    atomic.Uint64
+	accepted     atomic.Uint64
+	conns        tcpconn.Counters
+	acceptErrors [numAcceptErrReasons]atomic.Uint64
+	backoffNanos atomic.Uint64
 }
 
 // NewMetrics returns zeroed counters.
@@ -42,9 +42,9 @@ type Stats struct {
 func (m *Metrics) Snapshot() Stats {
 	s := Stats{
 		Accepted:        m.accepted.Load(),
-		Active:          m.active.Load(),
-		PeerClosedRead:  m.peerClosedRead.Load(),
-		PeerClosedWrite: m.peerClosedWrite.Load(),
+		Active:          m.conns.Active.Load(),
+		PeerClosedRead:  m.conns.PeerClosedRead.Load(),
+		PeerClosedWrite: m.conns.PeerClosedWrite.Load(),
 		AcceptErrors:    make(map[string]uint64, numAcceptErrReasons),
 		AcceptBackoff:   time.Duration(m.backoffNanos.Load()),
 	}
@@ -77,9 +77,9 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector.
 func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descAccepted, prometheus.CounterValue, float64(m.accepted.Load()))
-	ch <- prometheus.MustNewConstMetric(descActive, prometheus.GaugeValue, float64(m.active.Load()))
-	ch <- prometheus.MustNewConstMetric(descPeerClosed, prometheus.CounterValue, float64(m.peerClosedRead.Load()), "read")
-	ch <- prometheus.MustNewConstMetric(descPeerClosed, prometheus.CounterValue, float64(m.peerClosedWrite.Load()), "write")
+	ch <- prometheus.MustNewConstMetric(descActive, prometheus.GaugeValue, float64(m.conns.Active.Load()))
+	ch <- prometheus.MustNewConstMetric(descPeerClosed, prometheus.CounterValue, float64(m.conns.PeerClosedRead.Load()), "read")
+	ch <- prometheus.MustNewConstMetric(descPeerClosed, prometheus.CounterValue, float64(m.conns.PeerClosedWrite.Load()), "write")
 	for i := range m.acceptErrors {
 		ch <- prometheus.MustNewConstMetric(descAcceptErrors, prometheus.CounterValue, float64(m.acceptErrors[i].Load()), acceptErrNames[i])
 	}

@@ -41,6 +41,9 @@ import (
 // The syscalls reported by kind; "total" is raw_syscalls:sys_enter.
 var kinds = []string{"read", "write", "writev", "setsockopt", "getsockopt", "getsockname", "accept4", "epoll_ctl", "epoll_pwait", "close"}
 
+// The servers compared, in alternation order. "connopt-bare" (diagnostic,
+// not in the default set) accepts with listener but hands fasthttp the bare
+// *net.TCPConn, which isolates the cost of the Conn wrapper.
 var servers = []string{"stock", "connopt"}
 
 type load struct {
@@ -65,10 +68,14 @@ func main() {
 	serve := flag.String("serve", "", "internal: run a server (stock or connopt) and print its address")
 	addr := flag.String("addr", "127.0.0.1:0", "address the servers listen on")
 	dur := flag.Duration("d", 5*time.Second, "duration of each wrk run")
-	rounds := flag.Int("rounds", 3, "alternated rounds per server and load")
+	rounds := flag.Int("rounds", 5, "alternated rounds per server and load")
 	conns := flag.Int("c", 50, "wrk connections")
 	out := flag.String("out", "", "also write the table to this file")
+	serverList := flag.String("servers", strings.Join(servers, ","), "servers to compare, the first is the baseline: stock, connopt, connopt-bare")
+	loadList := flag.String("loads", "keep-alive,churn", "loads to run")
 	flag.Parse()
+	servers = strings.Split(*serverList, ",")
+	loads = slices.DeleteFunc(loads, func(l load) bool { return !slices.Contains(strings.Split(*loadList, ","), l.name) })
 
 	if *serve != "" {
 		runServer(*serve, *addr)
@@ -132,6 +139,10 @@ func runServer(kind, addr string) {
 		ln, err = net.Listen("tcp4", addr)
 	case "connopt":
 		ln, err = listener.Listen("tcp4", addr, nil)
+	case "connopt-bare":
+		var l *listener.Listener
+		l, err = listener.Listen("tcp4", addr, nil)
+		ln = bareListener{l}
 	default:
 		err = fmt.Errorf("unknown server %q", kind)
 	}
@@ -147,6 +158,16 @@ func runServer(kind, addr string) {
 	}
 	fmt.Printf("ready %s\n", ln.Addr())
 	log.Fatal(s.Serve(ln))
+}
+
+type bareListener struct{ *listener.Listener }
+
+func (l bareListener) Accept() (net.Conn, error) {
+	c, err := l.AcceptConn()
+	if err != nil {
+		return nil, err
+	}
+	return c.TCPConn, nil
 }
 
 func runOnce(self, srv, addr string, ld load, dur time.Duration, conns int) (sample, error) {
@@ -313,8 +334,8 @@ func render(results map[string]map[string][]sample, dur time.Duration, rounds, c
 	var b strings.Builder
 	host, _ := os.Hostname()
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	fmt.Fprintf(&b, "Hello-world fasthttp, stock `net.Listen` vs `listener.Listen`; %s, %d cores, Linux %s, %s; server GOMAXPROCS=1 on core 0, `wrk -t1 -c%d -d%s` on core 1; median of %d alternated rounds; %s.\n\n",
-		host, runtime.NumCPU(), strings.TrimSpace(string(kernel)), runtime.Version(), conns, dur, rounds, time.Now().UTC().Format("2006-01-02"))
+	fmt.Fprintf(&b, "Hello-world fasthttp: %s; %s, %d cores, Linux %s, %s; server GOMAXPROCS=1 on core 0, `wrk -t1 -c%d -d%s` on core 1; median of %d alternated rounds; %s.\n\n",
+		strings.Join(servers, " vs "), host, runtime.NumCPU(), strings.TrimSpace(string(kernel)), runtime.Version(), conns, dur, rounds, time.Now().UTC().Format("2006-01-02"))
 	for _, ld := range loads {
 		fmt.Fprintf(&b, "**%s** (figures per %s)\n\n", ld.name, ld.unit)
 		fmt.Fprintf(&b, "| server | req/s | CPU µs | syscalls | %s | other |\n", strings.Join(kinds, " | "))
@@ -339,10 +360,14 @@ func render(results map[string]map[string][]sample, dur time.Duration, rounds, c
 			// The runtime's own: futex, nanosleep, sched_yield, ...
 			fmt.Fprintf(&b, " %.2f |\n", other)
 		}
-		s, c := med["stock"], med["connopt"]
-		fmt.Fprintf(&b, "| connopt/stock | %.2f | %.2f | %.2f |", c["rps"]/s["rps"], c["cpu"]/s["cpu"], c["total"]/s["total"])
-		b.WriteString(strings.Repeat(" |", len(kinds)+1))
-		b.WriteString("\n\n")
+		base := med[servers[0]]
+		for _, srv := range servers[1:] {
+			c := med[srv]
+			fmt.Fprintf(&b, "| %s/%s | %.2f | %.2f | %.2f |", srv, servers[0], c["rps"]/base["rps"], c["cpu"]/base["cpu"], c["total"]/base["total"])
+			b.WriteString(strings.Repeat(" |", len(kinds)+1))
+			b.WriteString("\n")
+		}
+		b.WriteString("\n")
 	}
 	return b.String()
 }

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -27,10 +28,22 @@ import (
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8080", "address to listen on")
 	flag.Parse()
-
-	ln, err := listener.Listen("tcp", *addr, nil)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, *addr, func(a net.Addr) {
+		fmt.Printf("connopt hello: serving on http://%s/ (metrics at http://%s/metrics); Ctrl-C stops\n", a, a)
+	})
 	if err != nil {
 		log.Fatal(err)
+	}
+	fmt.Println("connopt hello: stopped")
+}
+
+// run serves until ctx is done, then shuts down gracefully.
+func run(ctx context.Context, addr string, ready func(net.Addr)) error {
+	ln, err := listener.Listen("tcp", addr, nil)
+	if err != nil {
+		return err
 	}
 
 	reg := prometheus.NewRegistry()
@@ -52,21 +65,15 @@ func main() {
 		IdleTimeout:  time.Minute,
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	fmt.Printf("connopt hello: serving on http://%s/ (metrics at http://%s/metrics); Ctrl-C stops\n", ln.Addr(), ln.Addr())
-
+	ready(ln.Addr())
 	select {
 	case err := <-errc:
-		log.Fatal(err)
+		return err
 	case <-ctx.Done():
 	}
-	fmt.Println("connopt hello: shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := srv.ShutdownWithContext(sctx); err != nil {
-		log.Fatal(err)
-	}
+	return srv.ShutdownWithContext(sctx)
 }

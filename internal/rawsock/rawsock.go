@@ -67,3 +67,21 @@ func seconds(d time.Duration) int {
 	}
 	return s
 }
+
+// ErrNoKernelPortSelection is returned by ProbeKernelPortSelection when the
+// running kernel lacks IP_BIND_ADDRESS_NO_PORT (Linux 4.2) or
+// IP_LOCAL_PORT_RANGE (Linux 6.3).
+var ErrNoKernelPortSelection = errors.New("rawsock: kernel lacks IP_BIND_ADDRESS_NO_PORT or IP_LOCAL_PORT_RANGE")
+
+// BindOptions say how BindForConnect prepares a socket.
+type BindOptions struct {
+	// ReuseAddr sets SO_REUSEADDR, so an explicit source port can be shared
+	// by connections to different destinations.
+	ReuseAddr bool
+	// NoPort sets IP_BIND_ADDRESS_NO_PORT: bind fixes the address only and
+	// connect picks a port unique for the 4-tuple.
+	NoPort bool
+	// RangeLow and RangeHigh, when RangeLow is not 0, set
+	// IP_LOCAL_PORT_RANGE: the ports the kernel may pick for this socket.
+	RangeLow, RangeHigh uint16
+}

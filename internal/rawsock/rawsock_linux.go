@@ -1,6 +1,10 @@
 package rawsock
 
 import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"syscall"
 	"time"
@@ -105,4 +109,71 @@ func SetListenBacklog(rc syscall.RawConn, backlog int) error {
 		}
 		return nil
 	})
+}
+
+// BindForConnect applies o to fd and binds it to src (port 0 lets the kernel
+// choose), ready for connect.
+func BindForConnect(fd int, src netip.AddrPort, o BindOptions) error {
+	if o.ReuseAddr {
+		if err := setInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+			return err
+		}
+	}
+	if o.NoPort {
+		if err := setInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1); err != nil {
+			return err
+		}
+	}
+	if o.RangeLow != 0 {
+		if err := setInt(fd, unix.IPPROTO_IP, unix.IP_LOCAL_PORT_RANGE, int(uint32(o.RangeLow)|uint32(o.RangeHigh)<<16)); err != nil {
+			return err
+		}
+	}
+	sa, err := sockaddr(src)
+	if err != nil {
+		return err
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		return os.NewSyscallError("bind", err)
+	}
+	return nil
+}
+
+func sockaddr(ap netip.AddrPort) (unix.Sockaddr, error) {
+	a := ap.Addr()
+	if a.Is4() || a.Is4In6() {
+		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.Unmap().As4()}, nil
+	}
+	sa := &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}
+	if z := a.Zone(); z != "" {
+		ifi, err := net.InterfaceByName(z)
+		if err != nil {
+			return nil, err
+		}
+		sa.ZoneId = uint32(ifi.Index)
+	}
+	return sa, nil
+}
+
+// ProbeKernelPortSelection checks, on a throwaway socket of the family,
+// that the kernel accepts IP_BIND_ADDRESS_NO_PORT and IP_LOCAL_PORT_RANGE.
+func ProbeKernelPortSelection(ipv6 bool) error {
+	family := unix.AF_INET
+	if ipv6 {
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return os.NewSyscallError("socket", err)
+	}
+	defer unix.Close(fd)
+	for _, name := range []int{unix.IP_BIND_ADDRESS_NO_PORT, unix.IP_LOCAL_PORT_RANGE} {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, name, 1); err != nil {
+			if errors.Is(err, unix.ENOPROTOOPT) || errors.Is(err, unix.EINVAL) {
+				return fmt.Errorf("%w: %w", ErrNoKernelPortSelection, os.NewSyscallError("setsockopt", err))
+			}
+			return os.NewSyscallError("setsockopt", err)
+		}
+	}
+	return nil
 }

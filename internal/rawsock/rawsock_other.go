@@ -2,7 +2,10 @@
 
 package rawsock
 
-import "syscall"
+import (
+	"net/netip"
+	"syscall"
+)
 
 // ApplyListener reports ErrUnsupported: outside Linux connopt leaves socket
 // options to the Go runtime.
@@ -13,3 +16,9 @@ func ReadOptions(rc syscall.RawConn) (Options, error) { return Options{}, ErrUns
 
 // SetListenBacklog reports ErrUnsupported outside Linux.
 func SetListenBacklog(rc syscall.RawConn, backlog int) error { return ErrUnsupported }
+
+// BindForConnect reports ErrUnsupported outside Linux.
+func BindForConnect(fd int, src netip.AddrPort, o BindOptions) error { return ErrUnsupported }
+
+// ProbeKernelPortSelection reports ErrNoKernelPortSelection outside Linux.
+func ProbeKernelPortSelection(ipv6 bool) error { return ErrNoKernelPortSelection }

@@ -1,0 +1,98 @@
+// Package testns gives tests a network namespace of their own: created with
+// iproute2, loopback up, sysctls set, removed when the test ends. Tests that
+// cannot have one (not root, no ip command, not Linux) are skipped with the
+// reason.
+package testns
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/vishvananda/netns"
+)
+
+// NS is a named network namespace, /run/netns/Name.
+type NS struct {
+	Name   string
+	handle netns.NsHandle
+}
+
+var seq atomic.Uint32
+
+// New creates a namespace with lo up and the given sysctls (for example
+// "net.ipv4.ip_local_port_range": "40000 49999") and removes it at the end of
+// the test.
+func New(t testing.TB, sysctls map[string]string) *NS {
+	t.Helper()
+	if runtime.GOOS != "linux" {
+		t.Skip("network namespaces are Linux only")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("creating a network namespace needs root (CI runs as root)")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("the ip command (iproute2) is not installed; .ci/run installs it")
+	}
+	name := fmt.Sprintf("connopt-test-%d-%d", os.Getpid(), seq.Add(1))
+	run(t, "ip", "netns", "add", name)
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v: %s", name, err, out)
+		}
+	})
+	run(t, "ip", "-n", name, "link", "set", "lo", "up")
+	for k, v := range sysctls {
+		run(t, "ip", "netns", "exec", name, "sysctl", "-q", "-w", k+"="+v)
+	}
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		t.Fatalf("opening namespace %s: %v", name, err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return &NS{Name: name, handle: h}
+}
+
+// Path is the namespace's bind mount.
+func (n *NS) Path() string { return "/run/netns/" + n.Name }
+
+// Do runs fn on the calling goroutine, locked to its OS thread and moved
+// into the namespace; t.Fatal inside fn is fine. Sockets fn creates belong to
+// the namespace and keep working after Do returns; goroutines fn starts run
+// on other threads, in the original namespace, so they must not create
+// sockets. If the thread cannot be switched back it stays locked, and the
+// runtime discards it when the goroutine ends.
+func (n *NS) Do(t testing.TB, fn func()) {
+	t.Helper()
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		t.Fatalf("current namespace: %v", err)
+	}
+	defer orig.Close()
+	if err := netns.Set(n.handle); err != nil {
+		runtime.UnlockOSThread()
+		t.Fatalf("entering %s: %v", n.Name, err)
+	}
+	defer func() {
+		if err := netns.Set(orig); err != nil {
+			t.Errorf("leaving %s: %v (thread stays locked and is discarded)", n.Name, err)
+			return
+		}
+		runtime.UnlockOSThread()
+	}()
+	fn()
+}
+
+func run(t testing.TB, name string, args ...string) {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+	}
+}
