@@ -1,7 +1,7 @@
 # connopt: the two commands that matter are `make run` and `make test`.
 GO ?= go
 
-.PHONY: run test vet bench bench-go bench-listener bench-deps
+.PHONY: run test vet bench bench-go bench-listener bench-ports bench-deps
 
 ## run: the hello-world fasthttp server on connopt's listener, with /metrics, on 127.0.0.1:8080
 run:
@@ -15,7 +15,7 @@ vet:
 	$(GO) vet ./...
 
 ## bench: every benchmark: in-process (go test -bench) and the wrk/perf harnesses
-bench: bench-go bench-listener
+bench: bench-go bench-listener bench-ports
 
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
@@ -25,7 +25,12 @@ bench-listener: bench-deps
 	$(GO) build -o bin/listenerbench ./benchmarks/listenerbench
 	./bin/listenerbench -out benchmarks/results/listener.md
 
+## bench-ports: dial time as a narrowed port range fills, per source-port strategy (root: makes a namespace)
+bench-ports: bench-deps
+	$(GO) build -o bin/portsbench ./benchmarks/portsbench
+	./bin/portsbench -out benchmarks/results/ports.md
+
 ## bench-deps: wrk and perf from Debian's packages, if missing
 bench-deps:
-	@command -v wrk >/dev/null && command -v perf >/dev/null && command -v taskset >/dev/null || \
-		{ apt-get update && apt-get install -y wrk linux-perf util-linux; }
+	@command -v wrk >/dev/null && command -v perf >/dev/null && command -v taskset >/dev/null && command -v ip >/dev/null || \
+		{ apt-get update && apt-get install -y wrk linux-perf util-linux iproute2; }
