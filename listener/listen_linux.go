@@ -10,7 +10,7 @@ import (
 )
 
 func listenTCP(ctx context.Context, network, address string, cfg *Config) (*net.TCPListener, error) {
-	opts := rawsock.ListenerOptions{
+	opts := rawsock.Options{
 		NoDelay:       true, // the runtime sets it per accept anyway; set here so the inherited state agrees
 		KeepAlive:     !cfg.DisableKeepAlive,
 		KeepIdle:      orDefault(cfg.KeepAliveIdle, DefaultKeepAliveIdle),

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/sys/unix"
 
 	"github.com/connopt/connopt/internal/rawsock"
@@ -565,4 +566,68 @@ func TestSystemRangeDefault(t *testing.T) {
 			t.Fatalf("usable ports: %d, starting %v", len(a.ports), a.ports[:2])
 		}
 	})
+}
+
+func TestIPv6(t *testing.T) {
+	inNS(t, func() {
+		ln, err := net.Listen("tcp6", "[::1]:5001")
+		if err != nil {
+			t.Skipf("no IPv6 loopback in the namespace: %v", err)
+		}
+		defer ln.Close()
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+			}
+		}()
+		for _, st := range []Strategy{Tracked, Kernel} {
+			a := newT(t, Config{Strategy: st, Range: Range{40000, 40009}, Sources: []netip.Addr{netip.MustParseAddr("::1")}})
+			var cs []net.Conn
+			for range 10 {
+				c, err := a.Dial("tcp6", ln.Addr().String())
+				if err != nil {
+					t.Fatalf("%v: %v", st, err)
+				}
+				if p := c.LocalAddr().(*net.TCPAddr).Port; p < 40000 || p > 40009 {
+					t.Fatalf("%v: local port %d outside the range", st, p)
+				}
+				cs = append(cs, c)
+			}
+			if _, err := a.Dial("tcp6", ln.Addr().String()); !errors.Is(err, ErrExhausted) {
+				t.Fatalf("%v: 11th dial: %v", st, err)
+			}
+			closeConns(cs)
+		}
+	})
+}
+
+func TestCollector(t *testing.T) {
+	a := newT(t, Config{Range: Range{40000, 40001}, Aging: time.Hour})
+	d := netip.MustParseAddrPort("198.18.0.1:80")
+	l1, _ := a.Acquire(d)
+	a.Acquire(d)
+	a.Acquire(d) // exhausted
+	l1.Release(LocalClose)
+	want := `
+# HELP connopt_ports_aging Ports our side closed, waiting out the aging period before reuse.
+# TYPE connopt_ports_aging gauge
+connopt_ports_aging{strategy="tracked"} 1
+# HELP connopt_ports_exhausted_total Lease requests that found every source address and port for the destination in use or aging.
+# TYPE connopt_ports_exhausted_total counter
+connopt_ports_exhausted_total{strategy="tracked"} 1
+# HELP connopt_ports_leases_in_use Source-port leases held by open or opening connections.
+# TYPE connopt_ports_leases_in_use gauge
+connopt_ports_leases_in_use{strategy="tracked"} 1
+# HELP connopt_ports_leases_total Source-port leases handed out.
+# TYPE connopt_ports_leases_total counter
+connopt_ports_leases_total{strategy="tracked"} 2
+`
+	if err := testutil.CollectAndCompare(a, strings.NewReader(want),
+		"connopt_ports_aging", "connopt_ports_exhausted_total", "connopt_ports_leases_in_use", "connopt_ports_leases_total"); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -20,44 +20,31 @@ func Control(rc syscall.RawConn, fn func(fd int) error) error {
 	return inner
 }
 
-// ListenerOptions are the options connopt sets once on a listening TCP socket.
-// Linux copies all of them except DeferAccept, FastOpen, ReuseAddr and
-// ReusePort to every socket the listener accepts, which is what saves the
-// per-accept setsockopt calls.
-type ListenerOptions struct {
+// Options are TCP socket options, as ApplyListener sets them and
+// ReadOptions reads them back. On a listening socket Linux copies all of
+// them except DeferAccept, FastOpenQueue, ReuseAddr and ReusePort to every
+// socket it accepts, which is what saves the per-accept setsockopt calls.
+type Options struct {
 	NoDelay   bool
 	KeepAlive bool
 	// KeepIdle, KeepInterval and KeepCount apply when KeepAlive is set;
-	// they are rounded down to whole seconds as the kernel stores them.
+	// the kernel keeps whole seconds.
 	KeepIdle     time.Duration
 	KeepInterval time.Duration
 	KeepCount    int
 	// RecvBuffer and SendBuffer are SO_RCVBUF/SO_SNDBUF; 0 leaves the
-	// kernel's autotuning alone.
+	// kernel's autotuning alone. Read back, Linux reports double the value
+	// set, for its bookkeeping.
 	RecvBuffer int
 	SendBuffer int
-	// DeferAccept is TCP_DEFER_ACCEPT; 0 leaves it off.
+	// DeferAccept is TCP_DEFER_ACCEPT; 0 leaves it off. Read back, it is
+	// the time the kernel's SYN-ACK retransmissions cover, rounded up.
 	DeferAccept time.Duration
 	// FastOpenQueue is the TCP_FASTOPEN queue length; 0 leaves it off.
 	FastOpenQueue int
-	ReusePort     bool
-}
-
-// Options is what ReadOptions reads back from a socket.
-type Options struct {
-	NoDelay      bool
-	KeepAlive    bool
-	KeepIdle     time.Duration
-	KeepInterval time.Duration
-	KeepCount    int
-	// RecvBuffer and SendBuffer are as the kernel reports them: Linux
-	// doubles the value that was set to account for its bookkeeping.
-	RecvBuffer    int
-	SendBuffer    int
-	DeferAccept   time.Duration
-	FastOpenQueue int
-	ReuseAddr     bool
-	ReusePort     bool
+	// ReuseAddr is SO_REUSEADDR; ApplyListener always sets it.
+	ReuseAddr bool
+	ReusePort bool
 }
 
 func seconds(d time.Duration) int {

@@ -35,8 +35,10 @@ func boolInt(b bool) int {
 }
 
 // ApplyListener sets o on fd, a TCP socket that is about to be bound and put
-// in the listening state. Go's own listener code already set SO_REUSEADDR.
-func ApplyListener(fd int, o ListenerOptions) error {
+// in the listening state. SO_REUSEADDR is set whatever o says (Go's listener
+// code sets it too): a restarted server must bind while its old connections
+// sit in TIME_WAIT.
+func ApplyListener(fd int, o Options) error {
 	type opt struct {
 		level, name, value int
 		when               bool

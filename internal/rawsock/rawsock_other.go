@@ -9,7 +9,7 @@ import (
 
 // ApplyListener reports ErrUnsupported: outside Linux connopt leaves socket
 // options to the Go runtime.
-func ApplyListener(fd int, o ListenerOptions) error { return ErrUnsupported }
+func ApplyListener(fd int, o Options) error { return ErrUnsupported }
 
 // ReadOptions reports ErrUnsupported outside Linux.
 func ReadOptions(rc syscall.RawConn) (Options, error) { return Options{}, ErrUnsupported }
