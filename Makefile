@@ -1,7 +1,7 @@
 # connopt: the two commands that matter are `make run` and `make test`.
 GO ?= go
 
-.PHONY: run test vet bench bench-go bench-listener bench-ports bench-deps
+.PHONY: run test vet bench bench-go bench-listener bench-ports bench-sockpool bench-deps
 
 ## run: the hello-world fasthttp server on connopt's listener, with /metrics, on 127.0.0.1:8080
 run:
@@ -15,7 +15,7 @@ vet:
 	$(GO) vet ./...
 
 ## bench: every benchmark: in-process (go test -bench) and the wrk/perf harnesses
-bench: bench-go bench-listener bench-ports
+bench: bench-go bench-listener bench-ports bench-sockpool
 
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
@@ -29,6 +29,11 @@ bench-listener: bench-deps
 bench-ports: bench-deps
 	$(GO) build -o bin/portsbench ./benchmarks/portsbench
 	./bin/portsbench -out benchmarks/results/ports.md
+
+## bench-sockpool: sockets obtained inside a namespace: setns per socket, per batch, Pool.Get (root)
+bench-sockpool: bench-deps
+	$(GO) build -o bin/sockpoolbench ./benchmarks/sockpoolbench
+	./bin/sockpoolbench -out benchmarks/results/sockpool.md
 
 ## bench-deps: wrk and perf from Debian's packages, if missing
 bench-deps:

@@ -45,6 +45,9 @@ type Options struct {
 	// ReuseAddr is SO_REUSEADDR; ApplyListener always sets it.
 	ReuseAddr bool
 	ReusePort bool
+	// BindAddressNoPort is IP_BIND_ADDRESS_NO_PORT, for sockets that will
+	// bind an address before connect and let connect pick the port.
+	BindAddressNoPort bool
 }
 
 func seconds(d time.Duration) int {

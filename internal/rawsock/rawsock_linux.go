@@ -8,6 +8,7 @@ import (
 	"os"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -39,6 +40,13 @@ func boolInt(b bool) int {
 // code sets it too): a restarted server must bind while its old connections
 // sit in TIME_WAIT.
 func ApplyListener(fd int, o Options) error {
+	o.ReuseAddr = true
+	return Apply(fd, o)
+}
+
+// Apply sets on fd the options o asks for, one setsockopt each, and leaves
+// the rest at the kernel's defaults.
+func Apply(fd int, o Options) error {
 	type opt struct {
 		level, name, value int
 		when               bool
@@ -53,8 +61,9 @@ func ApplyListener(fd int, o Options) error {
 		{unix.SOL_SOCKET, unix.SO_SNDBUF, o.SendBuffer, o.SendBuffer > 0},
 		{unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, seconds(o.DeferAccept), o.DeferAccept > 0},
 		{unix.IPPROTO_TCP, unix.TCP_FASTOPEN, o.FastOpenQueue, o.FastOpenQueue > 0},
-		{unix.SOL_SOCKET, unix.SO_REUSEADDR, 1, true},
+		{unix.SOL_SOCKET, unix.SO_REUSEADDR, 1, o.ReuseAddr},
 		{unix.SOL_SOCKET, unix.SO_REUSEPORT, 1, o.ReusePort},
+		{unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1, o.BindAddressNoPort},
 	}
 	for _, op := range opts {
 		if !op.when {
@@ -65,6 +74,50 @@ func ApplyListener(fd int, o Options) error {
 		}
 	}
 	return nil
+}
+
+// NewTCPSocket creates a non-blocking, close-on-exec TCP socket in the
+// calling thread's network namespace and applies o to it. On error nothing
+// is left open.
+func NewTCPSocket(ipv6 bool, o Options) (int, error) {
+	family := unix.AF_INET
+	if ipv6 {
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	if err != nil {
+		return -1, os.NewSyscallError("socket", err)
+	}
+	if err := Apply(fd, o); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// Close closes a descriptor this package created.
+func Close(fd int) error {
+	if err := unix.Close(fd); err != nil {
+		return os.NewSyscallError("close", err)
+	}
+	return nil
+}
+
+// soNetnsCookie is SO_NETNS_COOKIE (Linux 5.14) in asm-generic/socket.h,
+// which amd64, arm64 and riscv64 use; x/sys does not define it yet.
+const soNetnsCookie = 71
+
+// NetnsCookie returns the cookie of the network namespace fd belongs to:
+// equal cookies mean the same namespace, and a cookie is never reused.
+func NetnsCookie(fd int) (uint64, error) {
+	var cookie uint64
+	l := uint32(8)
+	_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, soNetnsCookie,
+		uintptr(unsafe.Pointer(&cookie)), uintptr(unsafe.Pointer(&l)), 0)
+	if errno != 0 {
+		return 0, os.NewSyscallError("getsockopt", errno)
+	}
+	return cookie, nil
 }
 
 // ReadOptions reads back the options of the socket behind rc. It is meant for

@@ -22,3 +22,15 @@ func BindForConnect(fd int, src netip.AddrPort, o BindOptions) error { return Er
 
 // ProbeKernelPortSelection reports ErrNoKernelPortSelection outside Linux.
 func ProbeKernelPortSelection(ipv6 bool) error { return ErrNoKernelPortSelection }
+
+// Apply reports ErrUnsupported outside Linux.
+func Apply(fd int, o Options) error { return ErrUnsupported }
+
+// NewTCPSocket reports ErrUnsupported outside Linux.
+func NewTCPSocket(ipv6 bool, o Options) (int, error) { return -1, ErrUnsupported }
+
+// Close reports ErrUnsupported outside Linux.
+func Close(fd int) error { return ErrUnsupported }
+
+// NetnsCookie reports ErrUnsupported outside Linux.
+func NetnsCookie(fd int) (uint64, error) { return 0, ErrUnsupported }

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package sockpool
+
+type poolImpl struct{}
+
+func (p *Pool) start() error { return ErrUnsupported }
