@@ -83,7 +83,9 @@ func main() {
 	}
 }
 
-func perSocket(d time.Duration, n int) float64 { return float64(d) / float64(time.Microsecond) / float64(n) }
+func perSocket(d time.Duration, n int) float64 {
+	return float64(d) / float64(time.Microsecond) / float64(n)
+}
 
 // measure returns the time to obtain n sockets in the namespace; closing
 // them is not timed.
