@@ -12,44 +12,20 @@ import (
 	"github.com/connopt/connopt/internal/tcpconn"
 )
 
-// Dial is DialContext with a background context.
-func (a *Allocator) Dial(network, address string) (net.Conn, error) {
-	return a.DialContext(context.Background(), network, address)
-}
-
-// DialContext connects to address, an IP:port literal (names are the
-// caller's business: resolve them where the connection will be made), from
-// a leased source address and port. It retries on ports held outside the
-// allocator (EADDRINUSE at bind, EADDRNOTAVAIL at connect) up to
-// Config.Attempts times. The connection is a *listener.Conn-compatible
-// *tcpconn.Conn: its Close releases the lease, at once if the peer had
-// closed first, after the aging period otherwise.
-//
-// It uses net.Dialer with a Control hook that binds, so the socket options
-// Go sets on dialed connections are set here too; connopt's client package
-// has the cheaper path.
-func (a *Allocator) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
-	remote, err := netip.ParseAddrPort(address)
-	if err != nil {
-		return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("ports: %q is not an IP:port literal: %w", address, err)}
-	}
+// Connect leases a source for remote and calls connect with it, which must
+// bind its socket with Lease.Bind and connect. When connect fails with
+// EADDRINUSE or EADDRNOTAVAIL (the port is held by a socket outside the
+// allocator, or under the Kernel strategy the source has no port left),
+// Connect retires that port (it ages) and tries another, up to
+// Config.Attempts times (under Kernel, once per source). On success the
+// lease is held until the caller releases it, typically with
+// ReleaseAfterClose as the connection's close hook; on failure no lease is
+// held and the error says why: ErrExhausted, ErrCollisions, or connect's
+// own.
+func (a *Allocator) Connect(remote netip.AddrPort, connect func(*Lease) error) (*Lease, error) {
 	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
-	raddr := net.TCPAddrFromAddrPort(remote)
-	switch {
-	case network == "tcp":
-	case network == "tcp4" && remote.Addr().Is4(), network == "tcp6" && remote.Addr().Is6():
-	default:
-		return nil, &net.OpError{Op: "dial", Net: network, Addr: raddr, Err: fmt.Errorf("ports: network %q does not fit %v", network, remote)}
-	}
-	family := "tcp4"
-	if remote.Addr().Is6() {
-		family = "tcp6"
-	}
-
 	attempts := a.attempts
 	if a.strategy == Kernel {
-		// The kernel already skips ports in use; EADDRNOTAVAIL means
-		// this source has no port left for the destination.
 		attempts = max(1, len(a.sources(remote.Addr())))
 	}
 	var lastErr error
@@ -59,14 +35,11 @@ func (a *Allocator) DialContext(ctx context.Context, network, address string) (n
 			if lastErr != nil {
 				err = fmt.Errorf("%w (after %w)", err, lastErr)
 			}
-			return nil, &net.OpError{Op: "dial", Net: network, Addr: raddr, Err: err}
+			return nil, err
 		}
-		d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-			return rawsock.Control(c, l.Bind)
-		}}
-		c, err := d.DialContext(ctx, family, remote.String())
+		err = connect(l)
 		if err == nil {
-			return tcpconn.New(c.(*net.TCPConn), &a.conns, l.releaseAfterClose), nil
+			return l, nil
 		}
 		if !isCollision(err) {
 			l.Release(PeerClose) // nothing was connected from this port
@@ -82,17 +55,78 @@ func (a *Allocator) DialContext(ctx context.Context, network, address string) (n
 	}
 	if a.strategy == Kernel {
 		a.exhausted.Add(1)
-		return nil, &net.OpError{Op: "dial", Net: network, Addr: raddr, Err: fmt.Errorf("%w for %v: %w", ErrExhausted, remote, lastErr)}
+		return nil, fmt.Errorf("%w for %v: %w", ErrExhausted, remote, lastErr)
 	}
-	return nil, &net.OpError{Op: "dial", Net: network, Addr: raddr, Err: fmt.Errorf("%w: %d ports tried for %v: %w", ErrCollisions, attempts, remote, lastErr)}
+	return nil, fmt.Errorf("%w: %d ports tried for %v: %w", ErrCollisions, attempts, remote, lastErr)
 }
 
-func (l *Lease) releaseAfterClose(peerClosed bool) {
-	if peerClosed {
+// ReleaseAfterClose releases the lease the way a closed connection should:
+// at once if the peer had closed first, after aging otherwise. Its shape is
+// that of a connection close hook.
+func (l *Lease) ReleaseAfterClose(peerClosedFirst bool) {
+	if peerClosedFirst {
 		l.Release(PeerClose)
 	} else {
 		l.Release(LocalClose)
 	}
+}
+
+// Dial is DialContext with a background context.
+func (a *Allocator) Dial(network, address string) (net.Conn, error) {
+	return a.DialContext(context.Background(), network, address)
+}
+
+// DialContext connects to address, an IP:port literal (names are the
+// caller's business: resolve them where the connection will be made), from
+// a leased source address and port, retrying on collisions as Connect does.
+// The connection's Close releases the lease with ReleaseAfterClose.
+//
+// It uses net.Dialer with a Control hook that binds, so the socket options
+// Go sets on dialed connections are set here too; connopt's client package
+// has the cheaper path.
+func (a *Allocator) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	remote, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("ports: %q is not an IP:port literal: %w", address, err)}
+	}
+	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+	raddr := net.TCPAddrFromAddrPort(remote)
+	family, err := Family(network, remote.Addr())
+	if err != nil {
+		return nil, &net.OpError{Op: "dial", Net: network, Addr: raddr, Err: err}
+	}
+	var conn net.Conn
+	l, err := a.Connect(remote, func(l *Lease) error {
+		d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+			return rawsock.Control(c, l.Bind)
+		}}
+		var err error
+		conn, err = d.DialContext(ctx, family, remote.String())
+		return err
+	})
+	if err != nil {
+		var oe *net.OpError
+		if !errors.As(err, &oe) {
+			err = &net.OpError{Op: "dial", Net: network, Addr: raddr, Err: err}
+		}
+		return nil, err
+	}
+	return tcpconn.New(conn.(*net.TCPConn), &a.conns, l.ReleaseAfterClose), nil
+}
+
+// Family checks that network ("tcp", "tcp4" or "tcp6") fits ip and returns
+// the specific one, "tcp4" or "tcp6".
+func Family(network string, ip netip.Addr) (string, error) {
+	ip = ip.Unmap()
+	switch {
+	case network == "tcp" || network == "tcp4" && ip.Is4() || network == "tcp6" && ip.Is6():
+	default:
+		return "", fmt.Errorf("ports: network %q does not fit %v", network, ip)
+	}
+	if ip.Is4() {
+		return "tcp4", nil
+	}
+	return "tcp6", nil
 }
 
 // isCollision reports a port held by a socket outside the allocator.

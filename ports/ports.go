@@ -331,6 +331,29 @@ func (l *Lease) Bind(fd int) error {
 	return rawsock.BindForConnect(fd, l.Source(), o)
 }
 
+// BindPrepared binds fd to Source without setting any option: for sockets
+// created ahead of time (by sockpool) with the options the allocator's
+// SocketOptions lists.
+func (l *Lease) BindPrepared(fd int) error {
+	return rawsock.BindForConnect(fd, l.Source(), rawsock.BindOptions{})
+}
+
+// SocketOptions are the options Lease.Bind sets, for callers that create
+// sockets ahead of time and bind them with BindPrepared.
+type SocketOptions struct {
+	ReuseAddr         bool  // SO_REUSEADDR (Tracked)
+	BindAddressNoPort bool  // IP_BIND_ADDRESS_NO_PORT (Kernel)
+	LocalPortRange    Range // IP_LOCAL_PORT_RANGE when not zero (Kernel)
+}
+
+// SocketOptions reports what Lease.Bind would set.
+func (a *Allocator) SocketOptions() SocketOptions {
+	if a.strategy == Kernel {
+		return SocketOptions{BindAddressNoPort: true, LocalPortRange: a.rng}
+	}
+	return SocketOptions{ReuseAddr: true}
+}
+
 // Release returns the port. Releasing a lease more than once does nothing.
 func (l *Lease) Release(side CloseSide) {
 	var until int64

@@ -19,14 +19,16 @@ var (
 		"Times the namespace's name or path was found gone or leading elsewhere.", []string{"namespace"}, nil)
 )
 
-func describe(ch chan<- *prometheus.Desc) {
+// Describe sends the descriptors of every pool's series, for collectors
+// (such as client.Dialer) that collect pools they make later.
+func Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCreated, descHandedOut, descRefills, descWaits, descDiscarded, descSize, descChanges} {
 		ch <- d
 	}
 }
 
 // Describe implements prometheus.Collector.
-func (p *Pool) Describe(ch chan<- *prometheus.Desc) { describe(ch) }
+func (p *Pool) Describe(ch chan<- *prometheus.Desc) { Describe(ch) }
 
 // Collect implements prometheus.Collector. Register a Pool or the Set that
 // holds it, not both.

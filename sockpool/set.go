@@ -67,7 +67,7 @@ func (s *Set) Close() error {
 }
 
 // Describe implements prometheus.Collector.
-func (s *Set) Describe(ch chan<- *prometheus.Desc) { describe(ch) }
+func (s *Set) Describe(ch chan<- *prometheus.Desc) { Describe(ch) }
 
 // Collect implements prometheus.Collector: every pool's series, labelled by
 // namespace.

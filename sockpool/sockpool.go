@@ -64,6 +64,9 @@ type Config struct {
 	WriteBuffer       int           // SO_SNDBUF; zero keeps autotuning
 	ReuseAddr         bool          // SO_REUSEADDR, for bind to an explicit port
 	BindAddressNoPort bool          // IP_BIND_ADDRESS_NO_PORT, for bind to an address only
+	// LocalPortLow and LocalPortHigh, when LocalPortLow is not 0, set
+	// IP_LOCAL_PORT_RANGE (Linux 6.3): the ports connect may pick.
+	LocalPortLow, LocalPortHigh uint16
 
 	// CheckInterval is how often the pool checks that its namespace's
 	// name or path still leads to it. Zero means DefaultCheckInterval.
@@ -106,6 +109,8 @@ func (c *Config) options() rawsock.Options {
 		SendBuffer:        c.WriteBuffer,
 		ReuseAddr:         c.ReuseAddr,
 		BindAddressNoPort: c.BindAddressNoPort,
+		LocalPortLow:      c.LocalPortLow,
+		LocalPortHigh:     c.LocalPortHigh,
 	}
 	if c.KeepAliveIdle > 0 {
 		o.KeepIdle = c.KeepAliveIdle

@@ -48,6 +48,9 @@ type Options struct {
 	// BindAddressNoPort is IP_BIND_ADDRESS_NO_PORT, for sockets that will
 	// bind an address before connect and let connect pick the port.
 	BindAddressNoPort bool
+	// LocalPortLow and LocalPortHigh, when LocalPortLow is not 0, are
+	// IP_LOCAL_PORT_RANGE: the ports the kernel may pick for this socket.
+	LocalPortLow, LocalPortHigh uint16
 }
 
 func seconds(d time.Duration) int {

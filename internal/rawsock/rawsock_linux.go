@@ -1,6 +1,7 @@
 package rawsock
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -64,6 +65,7 @@ func Apply(fd int, o Options) error {
 		{unix.SOL_SOCKET, unix.SO_REUSEADDR, 1, o.ReuseAddr},
 		{unix.SOL_SOCKET, unix.SO_REUSEPORT, 1, o.ReusePort},
 		{unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1, o.BindAddressNoPort},
+		{unix.IPPROTO_IP, unix.IP_LOCAL_PORT_RANGE, int(uint32(o.LocalPortLow) | uint32(o.LocalPortHigh)<<16), o.LocalPortLow != 0},
 	}
 	for _, op := range opts {
 		if !op.when {
@@ -231,4 +233,115 @@ func ProbeKernelPortSelection(ipv6 bool) error {
 		}
 	}
 	return nil
+}
+
+// aLongTimeAgo is a deadline in the past, to wake a pending wait.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// Connect connects fd, a non-blocking TCP socket, to remote and returns it
+// as an *os.File registered with the runtime poller. The wait for the
+// handshake parks the goroutine on the poller; ctx bounds it. On error fd is
+// closed.
+//
+// Syscalls: fcntl(F_GETFL) and epoll_ctl (os.NewFile), connect, and a
+// second connect once the poller reports the socket writable. The second
+// connect says everything getsockopt(SO_ERROR) would (0 once connected, the
+// failure, or EALREADY if the wake-up came before the handshake finished)
+// and also covers a stale readiness event, for which Go's net package spends
+// a getpeername.
+func Connect(ctx context.Context, fd int, remote netip.AddrPort) (*os.File, error) {
+	sa, err := sockaddr(remote)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "tcp")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if d, ok := ctx.Deadline(); ok {
+		f.SetWriteDeadline(d)
+	}
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, func() { f.SetWriteDeadline(aLongTimeAgo) })
+		defer stop()
+	}
+	var cerr error
+	err = rc.Write(func(fd uintptr) bool {
+		cerr = unix.Connect(int(fd), sa)
+		switch cerr {
+		case unix.EINPROGRESS, unix.EALREADY, unix.EINTR:
+			return false // wait for writability, then ask again
+		case unix.EISCONN:
+			cerr = nil
+		}
+		return true
+	})
+	if err == nil && cerr != nil {
+		err = os.NewSyscallError("connect", cerr)
+	}
+	if err != nil {
+		f.Close()
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return nil, ctxErr
+		}
+		return nil, err
+	}
+	f.SetWriteDeadline(time.Time{})
+	return f, nil
+}
+
+// LocalAddr returns the socket's bound address (getsockname).
+func LocalAddr(rc syscall.RawConn) (*net.TCPAddr, error) {
+	var sa unix.Sockaddr
+	err := Control(rc, func(fd int) error {
+		var err error
+		sa, err = unix.Getsockname(fd)
+		if err != nil {
+			return os.NewSyscallError("getsockname", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return &net.TCPAddr{IP: net.IP(sa.Addr[:]).To16(), Port: sa.Port}, nil
+	case *unix.SockaddrInet6:
+		a := &net.TCPAddr{IP: net.IP(sa.Addr[:]), Port: sa.Port}
+		if sa.ZoneId != 0 {
+			if ifi, err := net.InterfaceByIndex(int(sa.ZoneId)); err == nil {
+				a.Zone = ifi.Name
+			}
+		}
+		return a, nil
+	}
+	return nil, fmt.Errorf("rawsock: getsockname returned %T", sa)
+}
+
+// CloseWrite shuts down the sending side (FIN) of the socket behind rc.
+func CloseWrite(rc syscall.RawConn) error {
+	return Control(rc, func(fd int) error {
+		if err := unix.Shutdown(fd, unix.SHUT_WR); err != nil {
+			return os.NewSyscallError("shutdown", err)
+		}
+		return nil
+	})
+}
+
+// SetLinger sets SO_LINGER: sec < 0 turns it off, 0 makes Close send RST.
+func SetLinger(rc syscall.RawConn, sec int) error {
+	l := unix.Linger{}
+	if sec >= 0 {
+		l = unix.Linger{Onoff: 1, Linger: int32(sec)}
+	}
+	return Control(rc, func(fd int) error {
+		if err := unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &l); err != nil {
+			return os.NewSyscallError("setsockopt", err)
+		}
+		return nil
+	})
 }

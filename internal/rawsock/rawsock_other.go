@@ -3,6 +3,9 @@
 package rawsock
 
 import (
+	"context"
+	"net"
+	"os"
 	"net/netip"
 	"syscall"
 )
@@ -34,3 +37,17 @@ func Close(fd int) error { return ErrUnsupported }
 
 // NetnsCookie reports ErrUnsupported outside Linux.
 func NetnsCookie(fd int) (uint64, error) { return 0, ErrUnsupported }
+
+// Connect reports ErrUnsupported outside Linux.
+func Connect(ctx context.Context, fd int, remote netip.AddrPort) (*os.File, error) {
+	return nil, ErrUnsupported
+}
+
+// LocalAddr reports ErrUnsupported outside Linux.
+func LocalAddr(rc syscall.RawConn) (*net.TCPAddr, error) { return nil, ErrUnsupported }
+
+// CloseWrite reports ErrUnsupported outside Linux.
+func CloseWrite(rc syscall.RawConn) error { return ErrUnsupported }
+
+// SetLinger reports ErrUnsupported outside Linux.
+func SetLinger(rc syscall.RawConn, sec int) error { return ErrUnsupported }

@@ -1,0 +1,333 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/connopt/connopt/internal/rawsock"
+	"github.com/connopt/connopt/internal/tcpconn"
+	"github.com/connopt/connopt/ports"
+	"github.com/connopt/connopt/sockpool"
+)
+
+// Defaults applied to a zero Config.
+const (
+	// DefaultConnectTimeout bounds Dial (fasthttp's DefaultDialTimeout).
+	DefaultConnectTimeout = 3 * time.Second
+	// DefaultDNSCacheTTL is how long a resolved name is reused.
+	DefaultDNSCacheTTL = time.Minute
+)
+
+var (
+	// ErrPeerClosed matches the error of a Read or Write on a connection
+	// whose peer has gone away (EPIPE, ECONNRESET).
+	ErrPeerClosed = tcpconn.ErrPeerClosed
+	// ErrNameInNamespace is returned for a host name when the Dialer works
+	// in another namespace: resolving it here would ask the host's
+	// resolver, not the namespace's.
+	ErrNameInNamespace = errors.New("client: host names are not resolved for another network namespace; dial an IP address")
+	// ErrClosed is returned after Close.
+	ErrClosed = errors.New("client: dialer closed")
+)
+
+// Config configures a Dialer. The zero value dials from the current
+// namespace, lets the kernel pick source address and port, and times out
+// after DefaultConnectTimeout.
+type Config struct {
+	// Namespace is "" for the namespace of the thread calling NewDialer, a
+	// name (/run/netns/NAME) or a path (/proc/PID/ns/net).
+	Namespace string
+	// Ports, if set, leases the source address and port of every
+	// connection; its sources are used and Sources is ignored.
+	Ports *ports.Allocator
+	// Sources are local addresses to spread connections over when Ports is
+	// nil: bound with IP_BIND_ADDRESS_NO_PORT, so the kernel still picks
+	// the port per 4-tuple at connect.
+	Sources []netip.Addr
+	// ConnectTimeout bounds a dial whose context has no deadline. Zero
+	// means DefaultConnectTimeout.
+	ConnectTimeout time.Duration
+	// PoolSize is the number of sockets kept ready per address family.
+	// Zero means sockpool.DefaultSize.
+	PoolSize int
+	// DNSCacheTTL is how long a resolved host name is reused. Zero means
+	// DefaultDNSCacheTTL.
+	DNSCacheTTL time.Duration
+
+	// Socket options, set when the pool creates the socket.
+	DisableNoDelay    bool
+	DisableKeepAlive  bool
+	KeepAliveIdle     time.Duration // zero: 15 s, as Go's dialer
+	KeepAliveInterval time.Duration // zero: 15 s
+	KeepAliveCount    int           // zero: 9
+	ReadBuffer        int           // SO_RCVBUF; zero keeps autotuning
+	WriteBuffer       int           // SO_SNDBUF; zero keeps autotuning
+}
+
+// Dialer dials TCP connections with pooled sockets. It is safe for
+// concurrent use.
+type Dialer struct {
+	cfg     Config
+	timeout time.Duration
+	ports   *ports.Allocator
+	srcs4   []netip.Addr
+	srcs6   []netip.Addr
+	rr      atomic.Uint32
+
+	mu     sync.Mutex
+	pools  [2]*sockpool.Pool // by family: 0 IPv4, 1 IPv6, made on first use
+	closed bool
+
+	dns dnsCache
+
+	conns       tcpconn.Counters
+	dials       atomic.Uint64
+	dialErrors  [numReasons]atomic.Uint64
+	deadRetries atomic.Uint64
+	connectTime prometheus.Histogram
+}
+
+// NewDialer returns a Dialer; its IPv4 socket pool starts filling at once,
+// so a missing namespace is reported here.
+func NewDialer(cfg Config) (*Dialer, error) {
+	d := &Dialer{
+		cfg:     cfg,
+		timeout: cfg.ConnectTimeout,
+		ports:   cfg.Ports,
+		connectTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "connopt_client_connect_seconds",
+			Help:    "Time from taking a pooled socket to an established connection.",
+			Buckets: prometheus.ExponentialBuckets(10e-6, 2, 16),
+		}),
+	}
+	if d.timeout <= 0 {
+		d.timeout = DefaultConnectTimeout
+	}
+	d.dns.ttl = cfg.DNSCacheTTL
+	if d.dns.ttl <= 0 {
+		d.dns.ttl = DefaultDNSCacheTTL
+	}
+	if d.ports == nil {
+		for _, s := range cfg.Sources {
+			switch {
+			case !s.IsValid():
+				return nil, errors.New("client: invalid address in Config.Sources")
+			case s.Unmap().Is4():
+				d.srcs4 = append(d.srcs4, s.Unmap())
+			default:
+				d.srcs6 = append(d.srcs6, s)
+			}
+		}
+	}
+	if _, err := d.pool(false); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// pool returns the socket pool of a family, creating it on first use.
+func (d *Dialer) pool(ipv6 bool) (*sockpool.Pool, error) {
+	i := 0
+	if ipv6 {
+		i = 1
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil, ErrClosed
+	}
+	if p := d.pools[i]; p != nil {
+		return p, nil
+	}
+	c := d.cfg
+	pc := sockpool.Config{
+		Namespace: c.Namespace, IPv6: ipv6, Size: c.PoolSize,
+		DisableNoDelay: c.DisableNoDelay, DisableKeepAlive: c.DisableKeepAlive,
+		KeepAliveIdle: c.KeepAliveIdle, KeepAliveInterval: c.KeepAliveInterval, KeepAliveCount: c.KeepAliveCount,
+		ReadBuffer: c.ReadBuffer, WriteBuffer: c.WriteBuffer,
+		BindAddressNoPort: len(d.srcs4)+len(d.srcs6) > 0,
+	}
+	if d.ports != nil {
+		// Set once at creation, so BindPrepared only binds.
+		o := d.ports.SocketOptions()
+		pc.ReuseAddr, pc.BindAddressNoPort = o.ReuseAddr, o.BindAddressNoPort
+		pc.LocalPortLow, pc.LocalPortHigh = o.LocalPortRange.Low, o.LocalPortRange.High
+	}
+	p, err := sockpool.New(pc)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	d.pools[i] = p
+	return p, nil
+}
+
+// Close closes the socket pools. Connections already made stay open.
+func (d *Dialer) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.closed = true
+	for i, p := range d.pools {
+		if p != nil {
+			p.Close()
+			d.pools[i] = nil
+		}
+	}
+	return nil
+}
+
+// Dial connects to addr ("ip:port", or "host:port" in the current
+// namespace) within the connect timeout. It is a fasthttp.DialFunc.
+func (d *Dialer) Dial(addr string) (net.Conn, error) {
+	return d.DialTimeout(addr, d.timeout)
+}
+
+// DialTimeout is Dial with a timeout; zero or less means the connect
+// timeout (fasthttp passes 0 for requests without a deadline). It is a
+// fasthttp.DialFuncWithTimeout.
+func (d *Dialer) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+	if timeout <= 0 {
+		timeout = d.timeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return d.DialContext(ctx, "tcp", addr)
+}
+
+// DialContext connects to addr over network ("tcp", "tcp4" or "tcp6"). If
+// ctx has no deadline, the connect timeout applies. Errors are
+// *net.OpError.
+func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	d.dials.Add(1)
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d.timeout)
+		defer cancel()
+	}
+	remote, err := d.resolve(ctx, network, addr)
+	if err != nil {
+		d.countError(err)
+		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
+	}
+	raddr := net.TCPAddrFromAddrPort(remote)
+	start := time.Now()
+	var c net.Conn
+	if d.ports != nil {
+		_, err = d.ports.Connect(remote, func(l *ports.Lease) error {
+			fc, err := d.connect(ctx, network, remote, raddr, l, netip.Addr{})
+			if err == nil {
+				c = fc
+			}
+			return err
+		})
+	} else {
+		c, err = d.connect(ctx, network, remote, raddr, nil, d.source(remote.Addr()))
+	}
+	if err != nil {
+		d.countError(err)
+		var oe *net.OpError
+		if !errors.As(err, &oe) {
+			err = &net.OpError{Op: "dial", Net: network, Addr: raddr, Err: err}
+		}
+		return nil, err
+	}
+	d.connectTime.Observe(time.Since(start).Seconds())
+	return c, nil
+}
+
+func (d *Dialer) source(ip netip.Addr) netip.Addr {
+	srcs := d.srcs4
+	if ip.Is6() {
+		srcs = d.srcs6
+	}
+	if len(srcs) == 0 {
+		return netip.Addr{}
+	}
+	return srcs[int(d.rr.Add(1))%len(srcs)]
+}
+
+// connect is the hot path: a pooled socket, a bind if a source is chosen,
+// and the connect on the poller.
+func (d *Dialer) connect(ctx context.Context, network string, remote netip.AddrPort, raddr *net.TCPAddr, l *ports.Lease, src netip.Addr) (*tcpconn.FileConn, error) {
+	p, err := d.pool(remote.Addr().Is6())
+	if err != nil {
+		return nil, err
+	}
+	s, err := p.Get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	fd, err := s.Detach()
+	if err != nil {
+		return nil, err
+	}
+	var laddr *net.TCPAddr
+	var onClose func(bool)
+	switch {
+	case l != nil:
+		err = l.BindPrepared(fd)
+		onClose = l.ReleaseAfterClose
+		if ls := l.Source(); ls.Port() != 0 && !ls.Addr().IsUnspecified() {
+			laddr = net.TCPAddrFromAddrPort(ls)
+		}
+	case src.IsValid():
+		err = rawsock.BindForConnect(fd, netip.AddrPortFrom(src, 0), rawsock.BindOptions{})
+	}
+	if err != nil {
+		rawsock.Close(fd)
+		return nil, &net.OpError{Op: "dial", Net: network, Addr: raddr, Err: err}
+	}
+	f, err := rawsock.Connect(ctx, fd, remote)
+	if err != nil {
+		return nil, &net.OpError{Op: "dial", Net: network, Addr: raddr, Err: err}
+	}
+	return tcpconn.NewFile(f, network, raddr, laddr, &d.conns, onClose), nil
+}
+
+type reason int
+
+const (
+	reasonRefused reason = iota
+	reasonTimeout
+	reasonCanceled
+	reasonUnreachable
+	reasonExhausted
+	reasonNamespace
+	reasonResolve
+	reasonOther
+	numReasons
+)
+
+var reasonNames = [numReasons]string{"refused", "timeout", "canceled", "unreachable", "ports_exhausted", "namespace", "resolve", "other"}
+
+func classify(err error) reason {
+	var dnsErr *net.DNSError
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return reasonRefused
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, syscall.ETIMEDOUT):
+		return reasonTimeout
+	case errors.Is(err, context.Canceled):
+		return reasonCanceled
+	case errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EHOSTUNREACH):
+		return reasonUnreachable
+	case errors.Is(err, ports.ErrExhausted), errors.Is(err, ports.ErrCollisions):
+		return reasonExhausted
+	case errors.Is(err, sockpool.ErrNamespaceGone), errors.Is(err, sockpool.ErrNamespaceChanged), errors.Is(err, ErrNameInNamespace):
+		return reasonNamespace
+	case errors.As(err, &dnsErr):
+		return reasonResolve
+	}
+	return reasonOther
+}
+
+func (d *Dialer) countError(err error) { d.dialErrors[classify(err)].Add(1) }

@@ -1,0 +1,99 @@
+package client
+
+import (
+	"errors"
+	"io"
+	"net"
+	"runtime"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/connopt/connopt/internal/tcpconn"
+)
+
+// HostClient returns a fasthttp.HostClient for addr that dials with d and
+// retries as RetryIfErr says. Adjust its other fields as usual.
+func (d *Dialer) HostClient(addr string) *fasthttp.HostClient {
+	return &fasthttp.HostClient{
+		Addr:        addr,
+		DialTimeout: d.DialTimeout,
+		RetryIfErr:  d.RetryIfErr,
+	}
+}
+
+// Client returns a fasthttp.Client that dials with d.
+func (d *Dialer) Client() *fasthttp.Client {
+	return &fasthttp.Client{DialTimeout: d.DialTimeout, RetryIfErr: d.RetryIfErr}
+}
+
+// LBClient returns a fasthttp.LBClient over one HostClient per address.
+func (d *Dialer) LBClient(addrs []string) *fasthttp.LBClient {
+	lb := &fasthttp.LBClient{}
+	for _, a := range addrs {
+		lb.Clients = append(lb.Clients, d.HostClient(a))
+	}
+	return lb
+}
+
+// NewHostClient is NewDialer and HostClient in one. The dialer's socket
+// pools are closed when the HostClient is garbage collected; keep a Dialer
+// yourself to share one between clients or to close it at a chosen time.
+func NewHostClient(addr string, cfg Config) (*fasthttp.HostClient, error) {
+	d, err := NewDialer(cfg)
+	if err != nil {
+		return nil, err
+	}
+	hc := d.HostClient(addr)
+	runtime.AddCleanup(hc, func(d *Dialer) { d.Close() }, d)
+	return hc, nil
+}
+
+// NewClient is NewDialer and Client in one; see NewHostClient.
+func NewClient(cfg Config) (*fasthttp.Client, error) {
+	d, err := NewDialer(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c := d.Client()
+	runtime.AddCleanup(c, func(d *Dialer) { d.Close() }, d)
+	return c, nil
+}
+
+// NewLBClient is NewDialer and LBClient in one; see NewHostClient.
+func NewLBClient(addrs []string, cfg Config) (*fasthttp.LBClient, error) {
+	d, err := NewDialer(cfg)
+	if err != nil {
+		return nil, err
+	}
+	lb := d.LBClient(addrs)
+	runtime.AddCleanup(lb, func(d *Dialer) { d.Close() }, d)
+	return lb, nil
+}
+
+// RetryIfErr is the fasthttp.RetryIfErrFunc of the clients built here. A
+// pooled keep-alive connection is never probed before reuse; if the
+// upstream closed it meanwhile, the request fails on write (EPIPE, reset)
+// or on read (EOF, reset) and is retried on a new connection when that is
+// safe: always for idempotent methods (GET, HEAD, PUT, QUERY, OPTIONS,
+// DELETE, TRACE), and for the others only when the write itself failed, so
+// the request cannot have been processed. A POST whose write went through
+// and whose response never came is not sent again.
+func (d *Dialer) RetryIfErr(req *fasthttp.Request, attempts int, err error) (resetTimeout, retry bool) {
+	dead := errors.Is(err, io.EOF) || errors.Is(err, fasthttp.ErrConnectionClosed) || tcpconn.IsPeerClosed(err)
+	switch {
+	case idempotent(req):
+		retry = true
+	default:
+		var oe *net.OpError
+		retry = dead && errors.As(err, &oe) && oe.Op == "write"
+	}
+	if retry && dead {
+		d.deadRetries.Add(1)
+	}
+	return false, retry
+}
+
+func idempotent(req *fasthttp.Request) bool {
+	h := &req.Header
+	return h.IsGet() || h.IsHead() || h.IsPut() || h.IsOptions() || h.IsDelete() || h.IsTrace() || string(h.Method()) == "QUERY"
+}
