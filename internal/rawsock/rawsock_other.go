@@ -5,8 +5,8 @@ package rawsock
 import (
 	"context"
 	"net"
-	"os"
 	"net/netip"
+	"os"
 	"syscall"
 )
 
