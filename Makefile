@@ -1,7 +1,7 @@
 # connopt: the two commands that matter are `make run` and `make test`.
 GO ?= go
 
-.PHONY: run test vet bench bench-go bench-listener bench-ports bench-sockpool bench-deps
+.PHONY: run test vet bench bench-go bench-listener bench-ports bench-sockpool bench-client bench-deps
 
 ## run: the hello-world fasthttp server on connopt's listener, with /metrics, on 127.0.0.1:8080
 run:
@@ -15,7 +15,7 @@ vet:
 	$(GO) vet ./...
 
 ## bench: every benchmark: in-process (go test -bench) and the wrk/perf harnesses
-bench: bench-go bench-listener bench-ports bench-sockpool
+bench: bench-go bench-listener bench-ports bench-sockpool bench-client
 
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
@@ -34,6 +34,11 @@ bench-ports: bench-deps
 bench-sockpool: bench-deps
 	$(GO) build -o bin/sockpoolbench ./benchmarks/sockpoolbench
 	./bin/sockpoolbench -out benchmarks/results/sockpool.md
+
+## bench-client: syscalls per dial and per request, namespace dial latency, source-port dial latency (root)
+bench-client: bench-deps
+	$(GO) build -o bin/clientbench ./benchmarks/clientbench
+	./bin/clientbench -out benchmarks/results/client.md
 
 ## bench-deps: wrk and perf from Debian's packages, if missing
 bench-deps:

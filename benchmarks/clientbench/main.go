@@ -1,0 +1,517 @@
+// Command clientbench measures connopt's client.Dialer against net.Dialer
+// and fasthttp's dialer, following shared/BENCHMARKING.md:
+//
+//  1. syscalls per new connection (dial and close), counted with perf
+//     tracepoints on a worker process that only dials;
+//  2. syscalls per request on a pooled keep-alive connection, fasthttp's
+//     HostClient with its own dialer against one built on client.Dialer;
+//  3. dial latency into another network namespace: a setns round trip per
+//     dial on a locked thread against client.Dialer's socket pool;
+//  4. dial latency with a chosen source address as an 8,000-port range
+//     fills: fasthttp's TCPDialer{LocalAddr} (bind to port 0 first) against
+//     client.Dialer on a ports.Allocator.
+//
+// It needs root (namespaces, perf), iproute2 and perf (Debian: linux-perf).
+// Methods are alternated over rounds; figures are medians.
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"github.com/vishvananda/netns"
+
+	"github.com/connopt/connopt/client"
+	"github.com/connopt/connopt/ports"
+)
+
+var kinds = []string{"socket", "connect", "bind", "setsockopt", "getsockopt", "getsockname", "getpeername", "fcntl", "epoll_ctl", "close", "read", "write", "epoll_pwait", "futex", "nanosleep"}
+
+func main() {
+	worker := flag.String("worker", "", "internal: dial (or request) with this method, on command")
+	addr := flag.String("addr", "", "internal: the address a worker dials")
+	phase := flag.String("phase", "", "internal: run one phase inside a namespace")
+	n := flag.Int("n", 2000, "connections (or requests) per counted run")
+	rounds := flag.Int("rounds", 5, "alternated rounds")
+	out := flag.String("out", "", "also write the tables to this file")
+	flag.Parse()
+
+	switch {
+	case *worker != "":
+		runWorker(*worker, *addr, *n)
+		return
+	case *phase == "fill":
+		fmt.Print(fillPhase(*rounds))
+		return
+	}
+	if os.Geteuid() != 0 {
+		log.Fatal("clientbench needs root: perf on its workers and network namespaces")
+	}
+	for _, tool := range []string{"perf", "ip"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			log.Fatalf("clientbench needs %s: apt-get install -y linux-perf iproute2", tool)
+		}
+	}
+	var b strings.Builder
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	fmt.Fprintf(&b, "Linux %s, %s, %d cores, %s; medians of %d alternated rounds.\n\n",
+		strings.TrimSpace(string(kernel)), runtime.Version(), runtime.NumCPU(), time.Now().UTC().Format("2006-01-02"), *rounds)
+	b.WriteString(syscallPhase(*n, *rounds))
+	b.WriteString(namespacePhase(*rounds))
+	b.WriteString(runFillInNamespace(*rounds))
+	fmt.Print(b.String())
+	if *out != "" {
+		os.MkdirAll(filepath.Dir(*out), 0o755)
+		if err := os.WriteFile(*out, []byte(b.String()), 0o644); err != nil {
+			log.Fatal(err)
+		}
+	}
+}
+
+// --- 1 and 2: syscalls, counted on a worker process ---
+
+var dialMethods = []string{"net.Dialer", "fasthttp.Dial", "client.Dialer"}
+var requestMethods = []string{"fasthttp HostClient", "client HostClient"}
+
+func runWorker(method, addr string, n int) {
+	var dial func() (net.Conn, error)
+	var request func() error
+	switch method {
+	case "net.Dialer":
+		d := &net.Dialer{}
+		dial = func() (net.Conn, error) { return d.Dial("tcp4", addr) }
+	case "fasthttp.Dial":
+		dial = func() (net.Conn, error) { return fasthttp.Dial(addr) }
+	case "client.Dialer":
+		// A pool larger than the run, so no refill happens while perf
+		// counts: what is counted is the dial path alone.
+		d, err := client.NewDialer(client.Config{PoolSize: 2*n + 64})
+		if err != nil {
+			log.Fatal(err)
+		}
+		dial = func() (net.Conn, error) { return d.Dial(addr) }
+	case "fasthttp HostClient", "client HostClient":
+		hc := &fasthttp.HostClient{Addr: addr, MaxConns: 1}
+		if method == "client HostClient" {
+			d, err := client.NewDialer(client.Config{})
+			if err != nil {
+				log.Fatal(err)
+			}
+			hc = d.HostClient(addr)
+			hc.MaxConns = 1
+		}
+		request = func() error {
+			_, _, err := hc.Get(nil, "http://"+addr+"/")
+			return err
+		}
+	default:
+		log.Fatalf("unknown method %q", method)
+	}
+	once := func() error {
+		if request != nil {
+			return request()
+		}
+		c, err := dial()
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	}
+	for range 50 { // warm up: threads, pools, the keep-alive connection
+		if err := once(); err != nil {
+			log.Fatal(err)
+		}
+	}
+	fmt.Println("ready")
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		for range n {
+			if err := once(); err != nil {
+				log.Fatal(err)
+			}
+		}
+		fmt.Println("done")
+	}
+}
+
+func countWorker(self, method, addr string, n int) (map[string]float64, error) {
+	cmd := exec.Command(self, "-worker", method, "-addr", addr, "-n", strconv.Itoa(n))
+	cmd.Stderr = os.Stderr
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	defer func() { stdin.Close(); cmd.Wait() }()
+	sc := bufio.NewScanner(stdout)
+	if !sc.Scan() || sc.Text() != "ready" {
+		return nil, fmt.Errorf("%s worker did not start", method)
+	}
+	perfOut := filepath.Join(os.TempDir(), fmt.Sprintf("clientbench-%d.perf", cmd.Process.Pid))
+	defer os.Remove(perfOut)
+	events := []string{"raw_syscalls:sys_enter"}
+	for _, k := range kinds {
+		events = append(events, "syscalls:sys_enter_"+k)
+	}
+	perf := exec.Command("perf", "stat", "-x,", "-e", strings.Join(events, ","), "-p", strconv.Itoa(cmd.Process.Pid), "-o", perfOut)
+	if err := perf.Start(); err != nil {
+		return nil, err
+	}
+	time.Sleep(300 * time.Millisecond)
+	fmt.Fprintln(stdin, "go")
+	if !sc.Scan() || sc.Text() != "done" {
+		perf.Process.Kill()
+		return nil, fmt.Errorf("%s worker failed", method)
+	}
+	perf.Process.Signal(syscall.SIGINT)
+	perf.Wait()
+	b, err := os.ReadFile(perfOut)
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]float64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Split(line, ",")
+		if len(f) < 3 || strings.HasPrefix(line, "#") {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			continue
+		}
+		ev := strings.TrimPrefix(strings.TrimPrefix(f[2], "syscalls:sys_enter_"), "raw_syscalls:sys_enter")
+		if ev == "" {
+			ev = "total"
+		}
+		m[ev] = v / float64(n)
+	}
+	return m, nil
+}
+
+func syscallPhase(n, rounds int) string {
+	self, _ := os.Executable()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	hln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer hln.Close()
+	go (&fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { ctx.WriteString("Hello, World!") }}).Serve(hln)
+
+	res := map[string][]map[string]float64{}
+	for r := range rounds {
+		for _, m := range dialMethods {
+			c, err := countWorker(self, m, ln.Addr().String(), n)
+			if err != nil {
+				log.Fatal(err)
+			}
+			res[m] = append(res[m], c)
+			fmt.Fprintf(os.Stderr, "round %d %-22s %.2f syscalls/connection\n", r+1, m, c["total"])
+		}
+		for _, m := range requestMethods {
+			c, err := countWorker(self, m, hln.Addr().String(), n*10)
+			if err != nil {
+				log.Fatal(err)
+			}
+			res[m] = append(res[m], c)
+			fmt.Fprintf(os.Stderr, "round %d %-22s %.2f syscalls/request\n", r+1, m, c["total"])
+		}
+	}
+	var b strings.Builder
+	table := func(title string, methods []string) {
+		fmt.Fprintf(&b, "**%s**\n\n| method | total | %s | other |\n|---|---:|%s\n", title, strings.Join(kinds, " | "), strings.Repeat("---:|", len(kinds)+1))
+		for _, m := range methods {
+			med := map[string]float64{}
+			for _, k := range append([]string{"total"}, kinds...) {
+				var xs []float64
+				for _, r := range res[m] {
+					xs = append(xs, r[k])
+				}
+				slices.Sort(xs)
+				med[k] = xs[len(xs)/2]
+			}
+			fmt.Fprintf(&b, "| %s | %.2f |", m, med["total"])
+			other := med["total"]
+			for _, k := range kinds {
+				fmt.Fprintf(&b, " %.2f |", med[k])
+				other -= med[k]
+			}
+			fmt.Fprintf(&b, " %.2f |\n", other)
+		}
+		b.WriteString("\n")
+	}
+	table(fmt.Sprintf("Syscalls per new connection, dial and close (%d connections per run, worker process counted by perf)", n), dialMethods)
+	table(fmt.Sprintf("Syscalls per request on one pooled keep-alive connection (%d requests per run)", n*10), requestMethods)
+	return b.String()
+}
+
+// --- 3: dial latency into another namespace ---
+
+func namespacePhase(rounds int) string {
+	name := fmt.Sprintf("connopt-clientbench-%d", os.Getpid())
+	must("ip", "netns", "add", name)
+	defer exec.Command("ip", "netns", "del", name).Run()
+	must("ip", "-n", name, "link", "set", "lo", "up")
+	target, err := netns.GetFromName(name)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer target.Close()
+
+	// The upstream listens inside the namespace.
+	var ln net.Listener
+	func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		orig, _ := netns.Get()
+		defer orig.Close()
+		netns.Set(target)
+		ln, err = net.Listen("tcp4", "127.0.0.1:0")
+		if err := netns.Set(orig); err != nil {
+			log.Fatal(err)
+		}
+	}()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	addr := ln.Addr().String()
+	d, err := client.NewDialer(client.Config{Namespace: name, PoolSize: 256})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer d.Close()
+
+	const n = 2000
+	methods := []string{"setns per dial (net.Dialer)", "client.Dialer (pool)"}
+	res := map[string][][]time.Duration{}
+	for range rounds {
+		for _, m := range methods {
+			var durs []time.Duration
+			for range n {
+				t0 := time.Now()
+				var c net.Conn
+				if m == methods[0] {
+					c, err = setnsDial(target, addr)
+				} else {
+					c, err = d.Dial(addr)
+				}
+				durs = append(durs, time.Since(t0))
+				if err != nil {
+					log.Fatal(err)
+				}
+				c.Close()
+			}
+			slices.Sort(durs)
+			res[m] = append(res[m], durs)
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "**Dial latency into another network namespace** (%d dials per run, loopback upstream inside the namespace)\n\n", n)
+	b.WriteString("| method | median µs | p99 µs |\n|---|---:|---:|\n")
+	for _, m := range methods {
+		var p50, p99 []time.Duration
+		for _, durs := range res[m] {
+			p50 = append(p50, durs[len(durs)/2])
+			p99 = append(p99, durs[len(durs)*99/100])
+		}
+		fmt.Fprintf(&b, "| %s | %.1f | %.1f |\n", m, us(median(p50)), us(median(p99)))
+	}
+	b.WriteString("\n")
+	return b.String()
+}
+
+// setnsDial is the per-dial dance a client without a pool does: lock the
+// thread, enter the namespace, create and connect the socket, come back.
+func setnsDial(target netns.NsHandle, addr string) (net.Conn, error) {
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return nil, err
+	}
+	defer orig.Close()
+	if err := netns.Set(target); err != nil {
+		runtime.UnlockOSThread()
+		return nil, err
+	}
+	c, derr := net.Dial("tcp4", addr)
+	if err := netns.Set(orig); err != nil {
+		return nil, err // leave the thread locked: it dies with this goroutine
+	}
+	runtime.UnlockOSThread()
+	return c, derr
+}
+
+// --- 4: source address chosen, range filling (inside a namespace) ---
+
+const rangeLow, rangeSize = 40000, 8000
+
+func runFillInNamespace(rounds int) string {
+	name := fmt.Sprintf("connopt-clientbench-fill-%d", os.Getpid())
+	must("ip", "netns", "add", name)
+	defer exec.Command("ip", "netns", "del", name).Run()
+	must("ip", "-n", name, "link", "set", "lo", "up")
+	must("ip", "netns", "exec", name, "sysctl", "-q", "-w",
+		fmt.Sprintf("net.ipv4.ip_local_port_range=%d %d", rangeLow, rangeLow+rangeSize-1))
+	self, _ := os.Executable()
+	cmd := exec.Command("ip", "netns", "exec", name, self, "-phase", "fill", "-rounds", strconv.Itoa(rounds))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		log.Fatalf("fill phase: %v", err)
+	}
+	return string(out)
+}
+
+func fillPhase(rounds int) string {
+	ln, err := net.Listen("tcp4", "127.0.0.1:5000")
+	if err != nil {
+		log.Fatal(err)
+	}
+	var mu sync.Mutex
+	var accepted []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			accepted = append(accepted, c)
+			mu.Unlock()
+		}
+	}()
+	src := netip.MustParseAddr("127.0.0.1")
+	rng := ports.Range{Low: rangeLow, High: rangeLow + rangeSize - 1}
+	methods := []string{"fasthttp TCPDialer{LocalAddr}", "client.Dialer + ports Tracked", "client.Dialer + ports Kernel"}
+	mk := func(m string) (func(string) (net.Conn, error), func()) {
+		switch m {
+		case methods[0]:
+			d := &fasthttp.TCPDialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))}
+			return d.Dial, func() {}
+		}
+		st := ports.Tracked
+		if m == methods[2] {
+			st = ports.Kernel
+		}
+		a, err := ports.New(ports.Config{Strategy: st, Range: rng, Sources: []netip.Addr{src}})
+		if err != nil {
+			log.Fatal(err)
+		}
+		d, err := client.NewDialer(client.Config{Ports: a, PoolSize: 512})
+		if err != nil {
+			log.Fatal(err)
+		}
+		return d.Dial, func() { d.Close() }
+	}
+	checkpoints := []float64{0.10, 0.50, 0.90}
+	res := map[string][][3][2]time.Duration{}
+	reached := map[string]int{}
+	for r := range rounds {
+		for _, m := range methods {
+			dial, done := mk(m)
+			var durs []time.Duration
+			var conns []net.Conn
+			for range int(0.925 * rangeSize) {
+				t0 := time.Now()
+				c, err := dial("127.0.0.1:5000")
+				if err != nil {
+					log.Fatalf("%s: after %d connections: %v", m, len(conns), err)
+				}
+				durs = append(durs, time.Since(t0))
+				conns = append(conns, c)
+			}
+			var row [3][2]time.Duration
+			for i, at := range checkpoints {
+				w := slices.Clone(durs[int((at-0.025)*rangeSize):int((at+0.025)*rangeSize)])
+				slices.Sort(w)
+				row[i] = [2]time.Duration{w[len(w)/2], w[len(w)*99/100]}
+			}
+			res[m] = append(res[m], row)
+			reached[m] = len(conns)
+			for _, c := range conns {
+				c.(interface{ SetLinger(int) error }).SetLinger(0)
+				c.Close()
+			}
+			mu.Lock()
+			for _, c := range accepted {
+				c.Close()
+			}
+			accepted = nil
+			mu.Unlock()
+			done()
+			fmt.Fprintf(os.Stderr, "round %d %-32s 10%% %v 90%% %v\n", r+1, m, row[0][0], row[2][0])
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "**Dial latency with a chosen source address as a %d-port range fills** (one loopback destination, in a namespace)\n\n", rangeSize)
+	b.WriteString("| method | 10% median (p99) µs | 50% median (p99) µs | 90% median (p99) µs | 90%/10% |\n|---|---:|---:|---:|---:|\n")
+	for _, m := range methods {
+		fmt.Fprintf(&b, "| %s |", m)
+		var meds [3]time.Duration
+		for i := range checkpoints {
+			var p50, p99 []time.Duration
+			for _, row := range res[m] {
+				p50 = append(p50, row[i][0])
+				p99 = append(p99, row[i][1])
+			}
+			meds[i] = median(p50)
+			fmt.Fprintf(&b, " %.1f (%.1f) |", us(meds[i]), us(median(p99)))
+		}
+		fmt.Fprintf(&b, " %.2f |\n", float64(meds[2])/float64(meds[0]))
+	}
+	b.WriteString("\n")
+	return b.String()
+}
+
+func must(name string, args ...string) {
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		log.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+	}
+}
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
