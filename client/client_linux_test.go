@@ -522,3 +522,46 @@ func TestEcho(t *testing.T) {
 		}
 	}
 }
+
+func TestClientConstructors(t *testing.T) {
+	var addrs []string
+	for range 2 {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		upstream(t, ln, hello, 0)
+		addrs = append(addrs, ln.Addr().String())
+	}
+	hc, err := NewHostClient(addrs[0], Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewClient(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb, err := NewLBClient(addrs, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, do := range map[string]func(req *fasthttp.Request, resp *fasthttp.Response) error{
+		"HostClient": func(req *fasthttp.Request, resp *fasthttp.Response) error { return hc.DoTimeout(req, resp, 5*time.Second) },
+		"Client":     func(req *fasthttp.Request, resp *fasthttp.Response) error { return c.DoTimeout(req, resp, 5*time.Second) },
+		"LBClient":   func(req *fasthttp.Request, resp *fasthttp.Response) error { return lb.DoTimeout(req, resp, 5*time.Second) },
+	} {
+		for i := range 4 {
+			var req fasthttp.Request
+			var resp fasthttp.Response
+			req.SetRequestURI("http://" + addrs[i%2] + "/")
+			if err := do(&req, &resp); err != nil || string(resp.Body()) != "hello from upstream" {
+				t.Fatalf("%s request %d: %v %q", name, i, err, resp.Body())
+			}
+		}
+	}
+	hc.CloseIdleConnections()
+	c.CloseIdleConnections()
+	if _, err := NewHostClient(addrs[0], Config{Namespace: "connopt-no-such-namespace"}); err == nil {
+		t.Fatal("missing namespace accepted")
+	}
+}
