@@ -4,12 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"strings"
 	"time"
 
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/connopt/connopt/internal/nsexec"
 	"github.com/connopt/connopt/internal/rawsock"
 )
 
@@ -23,20 +23,6 @@ type poolImpl struct {
 	bad    bool // the namespace is gone or replaced (and not reopened)
 }
 
-// namespacePath maps Config.Namespace to a path: names are iproute2's, in
-// /run/netns.
-func namespacePath(ns string) (string, error) {
-	switch {
-	case ns == "":
-		return "", nil
-	case strings.HasPrefix(ns, "/"):
-		return ns, nil
-	case strings.Contains(ns, "/") || ns == "." || ns == "..":
-		return "", fmt.Errorf("sockpool: %q is neither a namespace name nor an absolute path", ns)
-	}
-	return "/run/netns/" + ns, nil
-}
-
 func handleID(h netns.NsHandle) (nsID, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(int(h), &st); err != nil {
@@ -46,9 +32,9 @@ func handleID(h netns.NsHandle) (nsID, error) {
 }
 
 func (p *Pool) start() error {
-	path, err := namespacePath(p.cfg.Namespace)
+	path, err := nsexec.Path(p.cfg.Namespace)
 	if err != nil {
-		return err
+		return fmt.Errorf("sockpool: %w", err)
 	}
 	var h netns.NsHandle
 	if path == "" {

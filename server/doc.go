@@ -1,0 +1,10 @@
+// Package server wires a production fasthttp server on connopt's listener:
+// SO_REUSEPORT shards (one Serve loop each), timeouts and limits with safe
+// defaults, Prometheus metrics at /metrics (on the same address or another),
+// and a graceful stop on context cancellation or SIGINT/SIGTERM that stops
+// accepting, lets requests in flight finish up to a deadline, closes idle
+// keep-alive connections, and then closes whatever is left.
+//
+// Compose the handler with package middleware; register other collectors
+// (ports, sockpool, client) on Server.Registry so one scrape shows all.
+package server

@@ -1,0 +1,289 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+
+	"github.com/connopt/connopt/internal/nsexec"
+	"github.com/connopt/connopt/listener"
+)
+
+// Defaults applied to a zero Config.
+const (
+	DefaultAddr               = ":8080"
+	DefaultMetricsPath        = "/metrics"
+	DefaultReadTimeout        = 30 * time.Second
+	DefaultWriteTimeout       = 30 * time.Second
+	DefaultIdleTimeout        = 60 * time.Second
+	DefaultMaxRequestBodySize = 4 << 20
+	DefaultShutdownTimeout    = 10 * time.Second
+)
+
+// ErrShutdownTimeout is returned by Run when requests were still in flight
+// at the shutdown deadline; their connections were closed.
+var ErrShutdownTimeout = errors.New("server: shutdown deadline passed with requests in flight")
+
+// Config configures a Server. Every zero value means the documented default.
+type Config struct {
+	// Addr is the listening address. Zero means DefaultAddr.
+	Addr string
+	// Shards is the number of SO_REUSEPORT listeners, each with its own
+	// Serve loop. Zero means GOMAXPROCS.
+	Shards int
+	// Listener configures the listening sockets (its Metrics field is
+	// ignored: the server makes one Metrics for all shards).
+	Listener listener.Config
+	// Namespace, if set, is the network namespace (name or path) to listen
+	// in; the handler runs as usual.
+	Namespace string
+
+	// DisableMetrics turns the metrics endpoint off.
+	DisableMetrics bool
+	// MetricsPath is where metrics are served. Zero means DefaultMetricsPath.
+	MetricsPath string
+	// MetricsAddr, if set, serves metrics on a listener of their own (in
+	// the server's namespace) instead of on Addr.
+	MetricsAddr string
+	// Registry receives the listener's collectors and is what the metrics
+	// endpoint serves. Nil means a new registry with the Go and process
+	// collectors.
+	Registry *prometheus.Registry
+
+	// Name is the Server header. Timeouts, body size and concurrency are
+	// fasthttp's, with the defaults above (Concurrency: fasthttp's).
+	Name               string
+	ReadTimeout        time.Duration
+	WriteTimeout       time.Duration
+	IdleTimeout        time.Duration
+	MaxRequestBodySize int
+	Concurrency        int
+	// MaxIdleWorkerDuration is fasthttp's: how long an idle worker
+	// goroutine lives, and how often the pool is swept. Zero means
+	// fasthttp's 10 s. A sweeper goroutine per shard outlives Run by up to
+	// this long (fasthttp checks for the stop only between sweeps).
+	MaxIdleWorkerDuration time.Duration
+
+	// ShutdownTimeout bounds the graceful stop. Zero means
+	// DefaultShutdownTimeout.
+	ShutdownTimeout time.Duration
+	// DisableSignals stops Run from treating SIGINT and SIGTERM as a stop.
+	DisableSignals bool
+	// Logger receives fasthttp's and the server's messages. Nil means
+	// fasthttp's default.
+	Logger fasthttp.Logger
+}
+
+func orDefault[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// Server is a fasthttp server on connopt listeners.
+type Server struct {
+	cfg       Config
+	fs        *fasthttp.Server
+	lns       []*listener.Listener
+	metricsFS *fasthttp.Server
+	metricsLn *listener.Listener
+	reg       *prometheus.Registry
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+// New listens and prepares the server; Run serves. On error nothing is left
+// open.
+func New(handler fasthttp.RequestHandler, cfg Config) (*Server, error) {
+	if handler == nil {
+		return nil, errors.New("server: nil handler")
+	}
+	cfg.Addr = orDefault(cfg.Addr, DefaultAddr)
+	cfg.Shards = orDefault(cfg.Shards, runtime.GOMAXPROCS(0))
+	cfg.MetricsPath = orDefault(cfg.MetricsPath, DefaultMetricsPath)
+	cfg.ShutdownTimeout = orDefault(cfg.ShutdownTimeout, DefaultShutdownTimeout)
+	if cfg.Shards < 1 {
+		return nil, fmt.Errorf("server: %d shards", cfg.Shards)
+	}
+	s := &Server{cfg: cfg, reg: cfg.Registry, conns: map[net.Conn]struct{}{}}
+	if s.reg == nil {
+		s.reg = prometheus.NewRegistry()
+		s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+
+	lc := cfg.Listener
+	lc.Metrics = listener.NewMetrics()
+	err := nsexec.Do(cfg.Namespace, func() error {
+		var err error
+		if s.lns, err = listener.ListenShards("tcp", cfg.Addr, cfg.Shards, &lc); err != nil {
+			return err
+		}
+		if !cfg.DisableMetrics && cfg.MetricsAddr != "" {
+			s.metricsLn, err = listener.Listen("tcp", cfg.MetricsAddr, &listener.Config{Metrics: lc.Metrics})
+		}
+		return err
+	})
+	if err != nil {
+		s.closeListeners()
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	if err := s.reg.Register(lc.Metrics); err != nil {
+		s.closeListeners()
+		return nil, fmt.Errorf("server: registering the listener's metrics: %w", err)
+	}
+
+	h := handler
+	if !cfg.DisableMetrics {
+		metrics := fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+		if s.metricsLn != nil {
+			s.metricsFS = &fasthttp.Server{Handler: onlyPath(cfg.MetricsPath, metrics), Name: cfg.Name, Logger: cfg.Logger,
+				ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
+		} else {
+			path := cfg.MetricsPath
+			h = func(ctx *fasthttp.RequestCtx) {
+				if string(ctx.Path()) == path {
+					metrics(ctx)
+					return
+				}
+				handler(ctx)
+			}
+		}
+	}
+	s.fs = &fasthttp.Server{
+		Handler:               h,
+		Name:                  cfg.Name,
+		ReadTimeout:           orDefault(cfg.ReadTimeout, DefaultReadTimeout),
+		WriteTimeout:          orDefault(cfg.WriteTimeout, DefaultWriteTimeout),
+		IdleTimeout:           orDefault(cfg.IdleTimeout, DefaultIdleTimeout),
+		MaxRequestBodySize:    orDefault(cfg.MaxRequestBodySize, DefaultMaxRequestBodySize),
+		Concurrency:           cfg.Concurrency,
+		Logger:                cfg.Logger,
+		MaxIdleWorkerDuration: cfg.MaxIdleWorkerDuration,
+		ConnState:             s.track,
+		// The listener set keep-alive on the listening socket; fasthttp's
+		// TCPKeepalive would set it again on every connection.
+		TCPKeepalive: false,
+	}
+	return s, nil
+}
+
+func onlyPath(path string, h fasthttp.RequestHandler) fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		if string(ctx.Path()) != path {
+			ctx.Error(fasthttp.StatusMessage(fasthttp.StatusNotFound), fasthttp.StatusNotFound)
+			return
+		}
+		h(ctx)
+	}
+}
+
+// track keeps the open connections, to close those still open at the
+// shutdown deadline.
+func (s *Server) track(c net.Conn, st fasthttp.ConnState) {
+	s.mu.Lock()
+	switch st {
+	case fasthttp.StateNew:
+		s.conns[c] = struct{}{}
+	case fasthttp.StateClosed, fasthttp.StateHijacked:
+		delete(s.conns, c)
+	}
+	s.mu.Unlock()
+}
+
+// Addr is the address the server listens on (all shards share it).
+func (s *Server) Addr() net.Addr { return s.lns[0].Addr() }
+
+// MetricsAddr is the metrics listener's address, or nil if metrics share
+// Addr or are off.
+func (s *Server) MetricsAddr() net.Addr {
+	if s.metricsLn == nil {
+		return nil
+	}
+	return s.metricsLn.Addr()
+}
+
+// Registry is where the server's collectors are, and what /metrics serves.
+func (s *Server) Registry() *prometheus.Registry { return s.reg }
+
+// ListenerMetrics are the shards' shared counters.
+func (s *Server) ListenerMetrics() *listener.Metrics { return s.lns[0].Metrics() }
+
+func (s *Server) closeListeners() {
+	for _, ln := range s.lns {
+		ln.Close()
+	}
+	if s.metricsLn != nil {
+		s.metricsLn.Close()
+	}
+}
+
+// Run serves until ctx is done (or, unless DisableSignals, SIGINT or
+// SIGTERM arrives), then stops gracefully: listeners close at once, so new
+// connections are refused; requests in flight finish and get their
+// responses (with Connection: close); idle keep-alive connections are
+// closed. Connections still busy at ShutdownTimeout are closed and Run
+// returns ErrShutdownTimeout. A Serve loop that fails stops the server and
+// its error is returned.
+func (s *Server) Run(ctx context.Context) error {
+	if !s.cfg.DisableSignals {
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		defer stop()
+	}
+	n := len(s.lns)
+	errc := make(chan error, n+1)
+	for _, ln := range s.lns {
+		go func() { errc <- s.fs.Serve(ln) }()
+	}
+	if s.metricsFS != nil {
+		n++
+		go func() { errc <- s.metricsFS.Serve(s.metricsLn) }()
+	}
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+		n--
+	}
+
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	err := s.fs.ShutdownWithContext(sctx)
+	if s.metricsFS != nil {
+		s.metricsFS.ShutdownWithContext(sctx)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		s.mu.Lock()
+		for c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+		err = ErrShutdownTimeout
+	}
+	s.closeListeners()
+	for range n {
+		if e := <-errc; serveErr == nil && e != nil {
+			serveErr = e
+		}
+	}
+	if serveErr != nil {
+		return fmt.Errorf("server: %w", serveErr)
+	}
+	return err
+}
