@@ -1,11 +1,15 @@
 # connopt: the two commands that matter are `make run` and `make test`.
 GO ?= go
 
-.PHONY: run test vet bench bench-go bench-listener bench-ports bench-sockpool bench-client bench-deps
+.PHONY: run proxy test vet bench bench-go bench-listener bench-ports bench-sockpool bench-client bench-deps
 
 ## run: the hello-world fasthttp server on connopt's listener, with /metrics, on 127.0.0.1:8080
 run:
 	$(GO) run ./examples/hello -addr 127.0.0.1:8080
+
+## proxy: the reverse-proxy example, with an upstream in a namespace it creates (root)
+proxy:
+	$(GO) run ./examples/proxy -demo -addr 127.0.0.1:8080
 
 ## test: vet and race-enabled tests against real sockets (some need root and skip without it)
 test: vet
