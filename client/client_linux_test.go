@@ -546,9 +546,15 @@ func TestClientConstructors(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, do := range map[string]func(req *fasthttp.Request, resp *fasthttp.Response) error{
-		"HostClient": func(req *fasthttp.Request, resp *fasthttp.Response) error { return hc.DoTimeout(req, resp, 5*time.Second) },
-		"Client":     func(req *fasthttp.Request, resp *fasthttp.Response) error { return c.DoTimeout(req, resp, 5*time.Second) },
-		"LBClient":   func(req *fasthttp.Request, resp *fasthttp.Response) error { return lb.DoTimeout(req, resp, 5*time.Second) },
+		"HostClient": func(req *fasthttp.Request, resp *fasthttp.Response) error {
+			return hc.DoTimeout(req, resp, 5*time.Second)
+		},
+		"Client": func(req *fasthttp.Request, resp *fasthttp.Response) error {
+			return c.DoTimeout(req, resp, 5*time.Second)
+		},
+		"LBClient": func(req *fasthttp.Request, resp *fasthttp.Response) error {
+			return lb.DoTimeout(req, resp, 5*time.Second)
+		},
 	} {
 		for i := range 4 {
 			var req fasthttp.Request
