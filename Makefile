@@ -1,7 +1,7 @@
 # connopt: the two commands that matter are `make run` and `make test`.
 GO ?= go
 
-.PHONY: run proxy test vet bench bench-go bench-listener bench-ports bench-sockpool bench-client bench-deps
+.PHONY: run proxy test vet bench bench-quick bench-go bench-http bench-listener bench-ports bench-sockpool bench-client bench-deps
 
 ## run: the hello-world fasthttp server on connopt's listener, with /metrics, on 127.0.0.1:8080
 run:
@@ -18,16 +18,27 @@ test: vet
 vet:
 	$(GO) vet ./...
 
-## bench: every benchmark: in-process (go test -bench) and the wrk/perf harnesses
-bench: bench-go bench-listener bench-ports bench-sockpool bench-client
+## bench: every benchmark, about 12 minutes on 2 cores: the hello-world comparison, the harnesses, go test -bench
+bench: bench-http bench-ports bench-sockpool bench-client bench-go
+
+## bench-quick: a one-minute subset: stock fasthttp vs connopt, keep-alive and churn, one round
+bench-quick: bench-deps
+	$(GO) build -o bin/httpbench ./benchmarks/httpbench
+	./bin/httpbench -servers fasthttp,connopt -loads keep-alive,churn -rounds 1 -d 3s
 
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
-## bench-listener: stock net.Listen vs listener.Listen under wrk, syscalls counted by perf
+## bench-http: six hello-world servers x three loads, alternated; writes benchmarks/results/{latest.md,cpu.svg,syscalls.svg}
+bench-http: bench-deps
+	$(GO) build -o bin/httpbench ./benchmarks/httpbench
+	cd benchmarks/gnet && $(GO) build -o ../../bin/gnet-hello .
+	./bin/httpbench -gnet bin/gnet-hello -rounds 3 -d 3s -out benchmarks/results
+
+## bench-listener: stock net.Listen vs listener.Listen only
 bench-listener: bench-deps
-	$(GO) build -o bin/listenerbench ./benchmarks/listenerbench
-	./bin/listenerbench -out benchmarks/results/listener.md
+	$(GO) build -o bin/httpbench ./benchmarks/httpbench
+	./bin/httpbench -servers fasthttp,connopt -loads keep-alive,churn -rounds 7 -d 5s
 
 ## bench-ports: dial time as a narrowed port range fills, per source-port strategy (root: makes a namespace)
 bench-ports: bench-deps

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -65,37 +64,54 @@ func Metrics(reg prometheus.Registerer) Middleware {
 		Name: "connopt_http_request_duration_seconds", Help: "Time spent in the handler, by method.",
 		Buckets: prometheus.ExponentialBuckets(50e-6, 2, 18), // 50 µs .. 6.5 s
 	}, []string{"method"}))
-	inFlight := register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "connopt_http_requests_in_flight", Help: "Requests being handled now.",
-	}))
+	// The in-flight count is a plain atomic read at scrape time: a Gauge's
+	// Inc and Dec are float compare-and-swap loops on every request.
+	inFlight := &register(reg, &atomicGauge{desc: prometheus.NewDesc("connopt_http_requests_in_flight",
+		"Requests being handled now.", nil, nil)}).n
 	var observers [len(methods)]prometheus.Observer
 	for i, m := range methods {
 		observers[i] = duration.WithLabelValues(m)
 	}
-	// Counters by method and code, resolved once per pair: the per-request
-	// path is a sync.Map load keyed by an int, no label hashing.
-	var counters sync.Map
+	// Counters by method and code, resolved once per pair into a table of
+	// atomic pointers: the per-request path is an index and a load, no label
+	// hashing, no allocation.
+	var counters [len(methods)][600]atomic.Pointer[prometheus.Counter]
 	counter := func(mi, code int) prometheus.Counter {
-		key := mi<<16 | code
-		if c, ok := counters.Load(key); ok {
-			return c.(prometheus.Counter)
+		if code < 100 || code >= 600 {
+			code = 599 // out of range codes are invalid anyway; keep labels bounded
 		}
-		c, _ := counters.LoadOrStore(key, requests.WithLabelValues(methods[mi], strconv.Itoa(code)))
-		return c.(prometheus.Counter)
+		slot := &counters[mi][code]
+		if c := slot.Load(); c != nil {
+			return *c
+		}
+		c := requests.WithLabelValues(methods[mi], strconv.Itoa(code))
+		slot.CompareAndSwap(nil, &c)
+		return *slot.Load()
 	}
 	return func(next fasthttp.RequestHandler) fasthttp.RequestHandler {
 		return func(ctx *fasthttp.RequestCtx) {
-			inFlight.Inc()
+			inFlight.Add(1)
 			start := time.Now()
 			defer func() {
 				mi := methodIndex(ctx.Method())
 				observers[mi].Observe(time.Since(start).Seconds())
 				counter(mi, ctx.Response.StatusCode()).Inc()
-				inFlight.Dec()
+				inFlight.Add(-1)
 			}()
 			next(ctx)
 		}
 	}
+}
+
+// atomicGauge is a gauge kept in an int64: Add is one atomic instruction.
+type atomicGauge struct {
+	n    atomic.Int64
+	desc *prometheus.Desc
+}
+
+func (g *atomicGauge) Describe(ch chan<- *prometheus.Desc) { ch <- g.desc }
+func (g *atomicGauge) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(g.desc, prometheus.GaugeValue, float64(g.n.Load()))
 }
 
 // Recover turns a panic in the handler into a 500 response and a count
