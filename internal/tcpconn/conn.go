@@ -12,6 +12,7 @@ import (
 	"net"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // ErrPeerClosed matches (with errors.Is) the error of a Read or Write on a
@@ -34,6 +35,8 @@ type state struct {
 	// or a reset: the peer closed first, so this side will not sit in
 	// TIME_WAIT.
 	peerGone atomic.Bool
+
+	readDeadline, writeDeadline lazyDeadline
 }
 
 func (s *state) init(counters *Counters, onClose func(bool)) {
@@ -128,31 +131,69 @@ func New(tc *net.TCPConn, counters *Counters, onClose func(peerClosed bool)) *Co
 // Read reads from the connection. A reset from the peer matches
 // ErrPeerClosed; an orderly close is io.EOF as usual.
 func (c *Conn) Read(b []byte) (int, error) {
-	n, err := c.TCPConn.Read(b)
-	if err != nil {
-		err = c.afterRead(err)
+	for {
+		n, err := c.TCPConn.Read(b)
+		if err == nil {
+			return n, nil
+		}
+		if c.readDeadline.expired(err, c.TCPConn.SetReadDeadline) {
+			return n, c.afterRead(err)
+		}
+		// A deadline the caller has since moved later fired: go on.
 	}
-	return n, err
 }
 
 // Write writes to the connection. If the peer has gone away the error
 // matches ErrPeerClosed.
 func (c *Conn) Write(b []byte) (int, error) {
-	n, err := c.TCPConn.Write(b)
-	if err != nil {
-		err = c.afterWrite(err)
+	written := 0
+	for {
+		n, err := c.TCPConn.Write(b[written:])
+		written += n
+		if err == nil {
+			return written, nil
+		}
+		if c.writeDeadline.expired(err, c.TCPConn.SetWriteDeadline) {
+			return written, c.afterWrite(err)
+		}
 	}
-	return n, err
 }
 
 // ReadFrom implements io.ReaderFrom with the standard library's sendfile and
 // splice paths.
 func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
-	n, err := c.TCPConn.ReadFrom(r)
-	if err != nil {
-		err = c.afterWrite(err)
+	var total int64
+	for {
+		n, err := c.TCPConn.ReadFrom(r)
+		total += n
+		if err == nil {
+			return total, nil
+		}
+		if c.writeDeadline.expired(err, c.TCPConn.SetWriteDeadline) {
+			return total, c.afterWrite(err)
+		}
 	}
-	return n, err
+}
+
+// SetDeadline sets both deadlines; see SetReadDeadline.
+func (c *Conn) SetDeadline(t time.Time) error {
+	if err := c.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.SetWriteDeadline(t)
+}
+
+// SetReadDeadline sets the read deadline with net.Conn's meaning. A deadline
+// later than the one in force reaches the runtime's timer only if the
+// earlier one fires first (see lazyDeadline), which makes the per-request
+// updates of fasthttp's timeouts nearly free.
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	return c.readDeadline.set(t, c.TCPConn.SetReadDeadline)
+}
+
+// SetWriteDeadline sets the write deadline; see SetReadDeadline.
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	return c.writeDeadline.set(t, c.TCPConn.SetWriteDeadline)
 }
 
 // Close closes the connection. It may be called more than once; only the

@@ -74,42 +74,64 @@ func (c *FileConn) opError(op string, err error) error {
 // Read reads as *net.TCPConn does. An orderly close is io.EOF; a reset
 // matches ErrPeerClosed.
 func (c *FileConn) Read(b []byte) (int, error) {
-	n, err := c.f.Read(b)
-	if err != nil {
+	for {
+		n, err := c.f.Read(b)
+		if err == nil {
+			return n, nil
+		}
 		if err == io.EOF {
 			return n, c.afterRead(err)
 		}
-		err = c.afterRead(c.opError("read", err))
+		if c.readDeadline.expired(err, c.f.SetReadDeadline) {
+			return n, c.afterRead(c.opError("read", err))
+		}
 	}
-	return n, err
 }
 
 // Write writes all of b unless an error stops it. If the peer has gone away
 // the error matches ErrPeerClosed.
 func (c *FileConn) Write(b []byte) (int, error) {
-	n, err := c.f.Write(b)
-	if err != nil {
-		err = c.afterWrite(c.opError("write", err))
+	written := 0
+	for {
+		n, err := c.f.Write(b[written:])
+		written += n
+		if err == nil {
+			return written, nil
+		}
+		if c.writeDeadline.expired(err, c.f.SetWriteDeadline) {
+			return written, c.afterWrite(c.opError("write", err))
+		}
 	}
-	return n, err
 }
 
 // ReadFrom implements io.ReaderFrom with os.File's splice path.
 func (c *FileConn) ReadFrom(r io.Reader) (int64, error) {
-	n, err := c.f.ReadFrom(r)
-	if err != nil {
-		err = c.afterWrite(c.opError("readfrom", err))
+	var total int64
+	for {
+		n, err := c.f.ReadFrom(r)
+		total += n
+		if err == nil {
+			return total, nil
+		}
+		if c.writeDeadline.expired(err, c.f.SetWriteDeadline) {
+			return total, c.afterWrite(c.opError("readfrom", err))
+		}
 	}
-	return n, err
 }
 
 // WriteTo implements io.WriterTo with os.File's splice/sendfile path.
 func (c *FileConn) WriteTo(w io.Writer) (int64, error) {
-	n, err := c.f.WriteTo(w)
-	if err != nil {
-		err = c.afterRead(c.opError("writeto", err))
+	var total int64
+	for {
+		n, err := c.f.WriteTo(w)
+		total += n
+		if err == nil {
+			return total, nil
+		}
+		if c.readDeadline.expired(err, c.f.SetReadDeadline) {
+			return total, c.afterRead(c.opError("writeto", err))
+		}
 	}
-	return n, err
 }
 
 // Close closes the connection. It may be called more than once; only the
@@ -172,23 +194,24 @@ func (c *FileConn) RemoteAddr() net.Addr { return c.raddr }
 
 // SetDeadline implements net.Conn.
 func (c *FileConn) SetDeadline(t time.Time) error {
-	if err := c.f.SetDeadline(t); err != nil {
-		return c.opError("set", err)
+	if err := c.SetReadDeadline(t); err != nil {
+		return err
 	}
-	return nil
+	return c.SetWriteDeadline(t)
 }
 
-// SetReadDeadline implements net.Conn.
+// SetReadDeadline implements net.Conn; later deadlines are applied lazily,
+// as Conn's are.
 func (c *FileConn) SetReadDeadline(t time.Time) error {
-	if err := c.f.SetReadDeadline(t); err != nil {
+	if err := c.readDeadline.set(t, c.f.SetReadDeadline); err != nil {
 		return c.opError("set", err)
 	}
 	return nil
 }
 
-// SetWriteDeadline implements net.Conn.
+// SetWriteDeadline implements net.Conn; see SetReadDeadline.
 func (c *FileConn) SetWriteDeadline(t time.Time) error {
-	if err := c.f.SetWriteDeadline(t); err != nil {
+	if err := c.writeDeadline.set(t, c.f.SetWriteDeadline); err != nil {
 		return c.opError("set", err)
 	}
 	return nil
