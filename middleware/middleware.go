@@ -91,7 +91,13 @@ func Metrics(reg prometheus.Registerer) Middleware {
 	return func(next fasthttp.RequestHandler) fasthttp.RequestHandler {
 		return func(ctx *fasthttp.RequestCtx) {
 			inFlight.Add(1)
-			start := time.Now()
+			// fasthttp has read the clock for this request already (or
+			// reads it now, with Server.LazyRequestTime): one clock read
+			// per request saved.
+			start := ctx.Time()
+			if start.IsZero() {
+				start = time.Now()
+			}
 			defer func() {
 				mi := methodIndex(ctx.Method())
 				observers[mi].Observe(time.Since(start).Seconds())

@@ -179,6 +179,10 @@ func New(handler fasthttp.RequestHandler, cfg Config) (*Server, error) {
 		// The listener set keep-alive on the listening socket; fasthttp's
 		// TCPKeepalive would set it again on every connection.
 		TCPKeepalive: false,
+		// Read the clock for RequestCtx.Time only when something asks
+		// (middleware.Metrics does): fasthttp otherwise reads it for every
+		// request.
+		LazyRequestTime: true,
 	}
 	return s, nil
 }
@@ -194,16 +198,19 @@ func onlyPath(path string, h fasthttp.RequestHandler) fasthttp.RequestHandler {
 }
 
 // track keeps the open connections, to close those still open at the
-// shutdown deadline.
+// shutdown deadline. fasthttp calls it on every state change, twice per
+// request (active, idle): only opening and closing take the lock.
 func (s *Server) track(c net.Conn, st fasthttp.ConnState) {
-	s.mu.Lock()
 	switch st {
 	case fasthttp.StateNew:
+		s.mu.Lock()
 		s.conns[c] = struct{}{}
+		s.mu.Unlock()
 	case fasthttp.StateClosed, fasthttp.StateHijacked:
+		s.mu.Lock()
 		delete(s.conns, c)
+		s.mu.Unlock()
 	}
-	s.mu.Unlock()
 }
 
 // Addr is the address the server listens on (all shards share it).
