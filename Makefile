@@ -1,7 +1,7 @@
 # connopt: the two commands that matter are `make run` and `make test`.
 GO ?= go
 
-.PHONY: run proxy test vet bench bench-quick bench-go bench-http bench-listener bench-ports bench-sockpool bench-client bench-deps
+.PHONY: run proxy connscale test vet bench bench-quick bench-go bench-http bench-listener bench-ports bench-sockpool bench-client bench-deps
 
 ## run: the hello-world fasthttp server on connopt's listener, with /metrics, on 127.0.0.1:8080
 run:
@@ -10,6 +10,11 @@ run:
 ## proxy: the reverse-proxy example, with an upstream in a namespace it creates (root)
 proxy:
 	$(GO) run ./examples/proxy -demo -addr 127.0.0.1:8080
+
+## connscale: hold 100,000 ping-pong connections for 60 s on this machine (root for -netns; see README)
+connscale:
+	$(GO) build -o bin/connscale ./benchmarks/connscale
+	./bin/connscale run -conns 100000 -rate 5000 -interval 10s -hold 60s
 
 ## test: vet and race-enabled tests against real sockets (some need root and skip without it)
 test: vet

@@ -1,0 +1,319 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+type runOpts struct {
+	conns, rate, perWorker, netns int
+	interval, timeout, hold       time.Duration
+	log                           io.Writer
+}
+
+type worker struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	role  string
+	id    int
+}
+
+// summary is the end of an experiment.
+type summary struct {
+	opts                     runOpts
+	established, failed      uint64
+	reasons                  map[string]uint64
+	pings, pongs, timeouts   uint64
+	peakOpen, peakServerOpen int64
+	serverRSS, clientRSS     uint64 // at peak, all workers
+	hist                     map[int]uint64
+	servers, clients         int
+	elapsed                  time.Duration
+}
+
+func (s summary) table() string {
+	var b strings.Builder
+	perConn := func(rss uint64, n int64) string {
+		if n == 0 {
+			return "—"
+		}
+		return fmt.Sprintf("%.1f KiB", float64(rss)/1024/float64(n))
+	}
+	fmt.Fprintf(&b, "\n| connscale | |\n|---|---:|\n")
+	fmt.Fprintf(&b, "| connections asked | %d |\n| established | %d |\n| failed | %d |\n", s.opts.conns, s.established, s.failed)
+	fmt.Fprintf(&b, "| peak open (clients / server) | %d / %d |\n", s.peakOpen, s.peakServerOpen)
+	fmt.Fprintf(&b, "| pings / pongs / timeouts | %d / %d / %d |\n", s.pings, s.pongs, s.timeouts)
+	fmt.Fprintf(&b, "| pong RTT p50 / p99 / p99.9 | %v / %v / %v |\n", quantile(s.hist, 0.5), quantile(s.hist, 0.99), quantile(s.hist, 0.999))
+	fmt.Fprintf(&b, "| memory per connection, server / client | %s / %s |\n", perConn(s.serverRSS, s.peakServerOpen), perConn(s.clientRSS, s.peakOpen))
+	fmt.Fprintf(&b, "| workers (server / client processes) | %d / %d |\n| elapsed | %v |\n", s.servers, s.clients, s.elapsed.Round(time.Second))
+	if len(s.reasons) > 0 {
+		keys := make([]string, 0, len(s.reasons))
+		for k := range s.reasons {
+			keys = append(keys, k)
+		}
+		sort.Slice(keys, func(i, j int) bool { return s.reasons[keys[i]] > s.reasons[keys[j]] })
+		b.WriteString("\nWhat stopped connections:\n")
+		for _, k := range keys {
+			fmt.Fprintf(&b, "- %s: %d\n", k, s.reasons[k])
+		}
+	}
+	return b.String()
+}
+
+func sh(args ...string) error {
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+// topology makes the namespaces: one for the server, n for clients, each
+// client joined to the server by a veth pair on 198.18.i.0/24.
+type topology struct {
+	server  string
+	clients []string
+}
+
+func makeTopology(n int) (*topology, error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("-netns needs root")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return nil, errors.New("-netns needs iproute2's ip")
+	}
+	tag := fmt.Sprintf("cs%d", os.Getpid()%100000)
+	t := &topology{server: tag + "s"}
+	if err := sh("ip", "netns", "add", t.server); err != nil {
+		return nil, err
+	}
+	if err := sh("ip", "-n", t.server, "link", "set", "lo", "up"); err != nil {
+		t.remove()
+		return nil, err
+	}
+	for i := 1; i <= n; i++ {
+		c := fmt.Sprintf("%sc%d", tag, i)
+		t.clients = append(t.clients, c)
+		sv, cv := fmt.Sprintf("%ss%d", tag, i), fmt.Sprintf("%sv%d", tag, i)
+		for _, cmd := range [][]string{
+			{"ip", "netns", "add", c},
+			{"ip", "-n", c, "link", "set", "lo", "up"},
+			{"ip", "-n", t.server, "link", "add", sv, "type", "veth", "peer", "name", cv, "netns", c},
+			{"ip", "-n", t.server, "addr", "add", fmt.Sprintf("198.18.%d.1/24", i), "dev", sv},
+			{"ip", "-n", c, "addr", "add", fmt.Sprintf("198.18.%d.2/24", i), "dev", cv},
+			{"ip", "-n", t.server, "link", "set", sv, "up"},
+			{"ip", "-n", c, "link", "set", cv, "up"},
+		} {
+			if err := sh(cmd...); err != nil {
+				t.remove()
+				return nil, err
+			}
+		}
+	}
+	return t, nil
+}
+
+// addSource gives client namespace i one more address.
+func (t *topology) addSource(i, host int) (string, error) {
+	a := fmt.Sprintf("198.18.%d.%d", i+1, host)
+	dev := fmt.Sprintf("cs%dv%d", os.Getpid()%100000, i+1)
+	return a, sh("ip", "-n", t.clients[i], "addr", "add", a+"/24", "dev", dev)
+}
+
+func (t *topology) remove() {
+	for _, c := range t.clients {
+		exec.Command("ip", "netns", "del", c).Run()
+	}
+	exec.Command("ip", "netns", "del", t.server).Run()
+}
+
+func ceilDiv(a, b int) int { return (a + b - 1) / b }
+
+// runExperiment runs server and client workers, reports progress every
+// second on o.log, and returns the summary. Everything it started is gone
+// when it returns.
+func runExperiment(o runOpts) (summary, error) {
+	if o.conns < 1 || o.rate < 1 || o.perWorker < 1 || o.interval <= 0 || o.timeout <= 0 {
+		return summary{}, errors.New("connscale: conns, rate, per-worker, interval and timeout must be positive")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return summary{}, err
+	}
+	var topo *topology
+	if o.netns > 0 {
+		if topo, err = makeTopology(o.netns); err != nil {
+			return summary{}, err
+		}
+		defer topo.remove()
+	}
+	nServers := ceilDiv(o.conns, o.perWorker)
+	nClients := max(nServers, o.netns)
+	reports := make(chan report, 1024)
+	var workers []*worker
+	var wg sync.WaitGroup
+	start := func(role string, id int, ns string, args ...string) (*worker, error) {
+		argv := append([]string{self, role, "-id", fmt.Sprint(id)}, args...)
+		if ns != "" {
+			argv = append([]string{"ip", "netns", "exec", ns}, argv...)
+		}
+		cmd := exec.Command(argv[0], argv[1:]...)
+		cmd.Stderr = os.Stderr
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		stdin, _ := cmd.StdinPipe()
+		stdout, _ := cmd.StdoutPipe()
+		if err := cmd.Start(); err != nil {
+			return nil, err
+		}
+		w := &worker{cmd: cmd, stdin: stdin, role: role, id: id}
+		workers = append(workers, w)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sc := bufio.NewScanner(stdout)
+			sc.Buffer(make([]byte, 1<<20), 1<<24)
+			for sc.Scan() {
+				var r report
+				if json.Unmarshal(sc.Bytes(), &r) == nil {
+					reports <- r
+				}
+			}
+		}()
+		return w, nil
+	}
+	defer func() {
+		for _, w := range workers {
+			w.stdin.Close()
+			w.cmd.Process.Kill()
+			w.cmd.Wait()
+		}
+		wg.Wait()
+	}()
+
+	// Servers: the first picks the port (loopback) or 9100 (own namespace).
+	serverNS, serverAddr := "", "127.0.0.1:0"
+	if topo != nil {
+		serverNS, serverAddr = topo.server, "0.0.0.0:9100"
+	}
+	var port string
+	for i := range nServers {
+		if _, err := start("server", i, serverNS, "-addr", serverAddr); err != nil {
+			return summary{}, err
+		}
+		if i == 0 {
+			r, err := waitAddr(reports, "server")
+			if err != nil {
+				return summary{}, err
+			}
+			port = r.Addr[strings.LastIndexByte(r.Addr, ':')+1:]
+			serverAddr = serverAddr[:strings.LastIndexByte(serverAddr, ':')+1] + port
+		}
+	}
+
+	// Clients: each its share, its own source address, its own namespace
+	// (round robin) when there are namespaces.
+	began := time.Now()
+	for i := range nClients {
+		share := o.conns / nClients
+		if i < o.conns%nClients {
+			share++
+		}
+		ns, target, source := "", "127.0.0.1:"+port, fmt.Sprintf("127.0.%d.1", i+1)
+		if topo != nil {
+			k := i % len(topo.clients)
+			ns, target = topo.clients[k], fmt.Sprintf("198.18.%d.1:%s", k+1, port)
+			if source, err = topo.addSource(k, 10+i); err != nil {
+				return summary{}, err
+			}
+		}
+		_, err := start("client", i, ns, "-server", target, "-conns", fmt.Sprint(share),
+			"-rate", fmt.Sprint(max(1, o.rate/nClients)), "-interval", o.interval.String(),
+			"-timeout", o.timeout.String(), "-hold", o.hold.String(), "-sources", source)
+		if err != nil {
+			return summary{}, err
+		}
+	}
+
+	s := summary{opts: o, servers: nServers, clients: nClients, reasons: map[string]uint64{}, hist: map[int]uint64{}}
+	latest := map[string]report{}
+	finals := 0
+	deadline := time.After(time.Duration(o.conns/o.rate+1)*time.Second + o.hold + o.interval + 2*time.Minute)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for finals < nClients {
+		select {
+		case r := <-reports:
+			key := fmt.Sprintf("%s/%d", r.Role, r.Worker)
+			if r.Final && r.Role == "client" {
+				finals++
+				s.established += r.Established
+				s.failed += r.Failed
+				s.pings += r.Pings
+				s.pongs += r.Pongs
+				s.timeouts += r.Timeouts
+				for k, v := range r.FailReasons {
+					s.reasons[k] += v
+				}
+				for k, v := range r.Hist {
+					s.hist[k] += v
+				}
+			}
+			if r.Metrics == "" {
+				latest[key] = r
+			}
+		case <-tick.C:
+			var open, srvOpen int64
+			var est, failed, timeouts uint64
+			var srvRSS, cliRSS uint64
+			for _, r := range latest {
+				if r.Role == "client" {
+					open += r.Open
+					est += r.Established
+					failed += r.Failed
+					timeouts += r.Timeouts
+					cliRSS += r.RSS
+				} else {
+					srvOpen += r.Open
+					srvRSS += r.RSS
+				}
+			}
+			if open >= s.peakOpen {
+				s.peakOpen, s.clientRSS = open, cliRSS
+			}
+			if srvOpen >= s.peakServerOpen {
+				s.peakServerOpen, s.serverRSS = srvOpen, srvRSS
+			}
+			if o.log != nil {
+				fmt.Fprintf(o.log, "t=%3ds open %d (server %d) established %d failed %d timeouts %d rss server %d MiB client %d MiB\n",
+					int(time.Since(began).Seconds()), open, srvOpen, est, failed, timeouts, srvRSS>>20, cliRSS>>20)
+			}
+		case <-deadline:
+			return s, errors.New("connscale: the experiment overran its time bound")
+		}
+	}
+	s.elapsed = time.Since(began)
+	return s, nil
+}
+
+func waitAddr(reports <-chan report, role string) (report, error) {
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case r := <-reports:
+			if r.Role == role && r.Addr != "" {
+				return r, nil
+			}
+		case <-timeout:
+			return report{}, fmt.Errorf("connscale: no %s worker started", role)
+		}
+	}
+}

@@ -1,0 +1,314 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+
+	"github.com/connopt/connopt/client"
+	"github.com/connopt/connopt/listener"
+	"github.com/connopt/connopt/ports"
+)
+
+// report is what a worker prints, one JSON line a second and a final one.
+type report struct {
+	Role        string            `json:"role"`
+	Worker      int               `json:"worker"`
+	Open        int64             `json:"open"`
+	Established uint64            `json:"established"`
+	Failed      uint64            `json:"failed"`
+	FailReasons map[string]uint64 `json:"fail_reasons,omitempty"`
+	Pings       uint64            `json:"pings"`
+	Pongs       uint64            `json:"pongs"`
+	Timeouts    uint64            `json:"timeouts"`
+	RSS         uint64            `json:"rss"`
+	Hist        map[int]uint64    `json:"hist,omitempty"`
+	Final       bool              `json:"final,omitempty"`
+	Addr        string            `json:"addr,omitempty"`
+	Metrics     string            `json:"metrics,omitempty"`
+}
+
+func rss() uint64 {
+	b, _ := os.ReadFile("/proc/self/status")
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(v)
+			if len(f) > 0 {
+				kib, _ := strconv.ParseUint(f[0], 10, 64)
+				return kib << 10
+			}
+		}
+	}
+	return 0
+}
+
+var out = struct {
+	sync.Mutex
+	enc *json.Encoder
+}{enc: json.NewEncoder(os.Stdout)}
+
+func emit(r report) {
+	r.RSS = rss()
+	out.Lock()
+	out.enc.Encode(r)
+	out.Unlock()
+}
+
+// serveMetrics exposes reg on a loopback port of this worker's namespace.
+func serveMetrics(reg *prometheus.Registry) string {
+	ln, err := listener.Listen("tcp4", "127.0.0.1:0", nil)
+	if err != nil {
+		return ""
+	}
+	h := fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	go (&fasthttp.Server{Handler: h}).Serve(ln)
+	return ln.Addr().String()
+}
+
+func gauge(reg *prometheus.Registry, name, help string, f func() float64) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
+}
+
+// --- server worker ---
+
+var ping, pong = []byte("Ping\n"), []byte("Pong\n")
+
+func runServerWorker(id int, addr string, stop <-chan struct{}) error {
+	ln, err := listener.Listen("tcp", addr, &listener.Config{ReusePort: true, DeferAccept: -1})
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	var open atomic.Int64
+	var accepted, pings atomic.Uint64
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(ln.Metrics())
+	gauge(reg, "connscale_server_pings_total", "Pings answered.", func() float64 { return float64(pings.Load()) })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			open.Add(1)
+			go func() {
+				defer open.Add(-1)
+				defer c.Close()
+				buf := make([]byte, 64)
+				for {
+					n, err := c.Read(buf)
+					if err != nil {
+						return
+					}
+					k := bytes.Count(buf[:n], []byte{'\n'})
+					pings.Add(uint64(k))
+					for range k {
+						if _, err := c.Write(pong); err != nil {
+							return
+						}
+					}
+				}
+			}()
+		}
+	}()
+	emit(report{Role: "server", Worker: id, Addr: ln.Addr().String(), Metrics: serveMetrics(reg)})
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			emit(report{Role: "server", Worker: id, Open: open.Load(), Established: accepted.Load(), Pings: pings.Load(), Final: true})
+			return nil
+		case <-tick.C:
+			emit(report{Role: "server", Worker: id, Open: open.Load(), Established: accepted.Load(), Pings: pings.Load()})
+		}
+	}
+}
+
+// --- client worker ---
+
+type clientOpts struct {
+	id       int
+	server   string
+	conns    int
+	rate     int // connections per second
+	interval time.Duration
+	timeout  time.Duration
+	hold     time.Duration
+	sources  []netip.Addr
+}
+
+type clientStats struct {
+	open                   atomic.Int64
+	established, failed    atomic.Uint64
+	pings, pongs, timeouts atomic.Uint64
+	mu                     sync.Mutex
+	reasons                map[string]uint64
+	rtt                    hist
+}
+
+func (s *clientStats) fail(reason string) {
+	s.failed.Add(1)
+	s.mu.Lock()
+	s.reasons[reason]++
+	s.mu.Unlock()
+}
+
+func (s *clientStats) report(id int, final bool) report {
+	r := report{Role: "client", Worker: id, Open: s.open.Load(), Established: s.established.Load(), Failed: s.failed.Load(),
+		Pings: s.pings.Load(), Pongs: s.pongs.Load(), Timeouts: s.timeouts.Load(), Final: final, FailReasons: map[string]uint64{}}
+	s.mu.Lock()
+	for k, v := range s.reasons {
+		r.FailReasons[k] = v
+	}
+	s.mu.Unlock()
+	r.Hist = s.rtt.snapshot()
+	return r
+}
+
+func reason(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, ports.ErrExhausted):
+		return "ports exhausted"
+	case errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return "timeout"
+	}
+	s := err.Error()
+	if i := strings.LastIndex(s, ": "); i >= 0 {
+		s = s[i+2:]
+	}
+	return s
+}
+
+func runClientWorker(o clientOpts) error {
+	cfg := client.Config{ConnectTimeout: 5 * time.Second, PoolSize: 256}
+	if len(o.sources) > 0 {
+		a, err := ports.New(ports.Config{Sources: o.sources})
+		if err != nil {
+			return err
+		}
+		cfg.Ports = a
+	}
+	d, err := client.NewDialer(cfg)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	s := &clientStats{reasons: map[string]uint64{}}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(d)
+	gauge(reg, "connscale_client_open_connections", "Open connections.", func() float64 { return float64(s.open.Load()) })
+	gauge(reg, "connscale_client_pongs_total", "Pongs received.", func() float64 { return float64(s.pongs.Load()) })
+	emit(report{Role: "client", Worker: o.id, Metrics: serveMetrics(reg)})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	rampDone := make(chan struct{})
+	go func() {
+		defer close(rampDone)
+		gap := time.Second / time.Duration(max(1, o.rate))
+		next := time.Now()
+		for i := 0; i < o.conns && ctx.Err() == nil; i++ {
+			if d := time.Until(next); d > 0 {
+				time.Sleep(d)
+			}
+			next = next.Add(gap)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				pinger(ctx, d, o, s)
+			}()
+		}
+	}()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var holdEnd <-chan time.Time
+	for {
+		select {
+		case <-rampDone:
+			rampDone = nil
+			holdEnd = time.After(o.hold)
+		case <-holdEnd:
+			cancel()
+			wg.Wait()
+			emit(s.report(o.id, true))
+			return nil
+		case <-tick.C:
+			r := s.report(o.id, false)
+			r.Hist = nil
+			emit(r)
+		}
+	}
+}
+
+// pinger holds one connection: a Ping every interval (the first after a
+// random part of it, so pings spread), a Pong expected within timeout.
+func pinger(ctx context.Context, d *client.Dialer, o clientOpts, s *clientStats) {
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	c, err := d.DialContext(dctx, "tcp", o.server)
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil {
+			s.fail("dial: " + reason(err))
+		}
+		return
+	}
+	s.established.Add(1)
+	s.open.Add(1)
+	defer s.open.Add(-1)
+	defer c.Close()
+	br := bufio.NewReaderSize(c, 16)
+	wait := time.Duration(rand.Int64N(int64(o.interval)))
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		start := time.Now()
+		c.SetDeadline(start.Add(o.timeout))
+		if _, err := c.Write(ping); err != nil {
+			s.fail("ping: " + reason(err))
+			return
+		}
+		s.pings.Add(1)
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			if reason(err) == "timeout" {
+				s.timeouts.Add(1)
+			}
+			s.fail("pong: " + reason(err))
+			return
+		}
+		if !bytes.Equal(line, pong) {
+			s.fail(fmt.Sprintf("pong: unexpected %q", line))
+			return
+		}
+		s.rtt.record(time.Since(start))
+		s.pongs.Add(1)
+		t.Reset(o.interval)
+	}
+}
