@@ -86,6 +86,7 @@ func main() {
 		fs.DurationVar(&o.hold, "hold", 60*time.Second, "how long to hold the connections after the ramp")
 		fs.IntVar(&o.perWorker, "per-worker", 18000, "connections per worker process (the fd limit is 20,000)")
 		fs.IntVar(&o.netns, "netns", 0, "client namespaces joined by veth to a server namespace (0: all on loopback)")
+		fs.BoolVar(&o.noSources, "no-sources", false, "let the kernel pick source address and port (shows the cap the allocator lifts)")
 		fs.Parse(args)
 		o.log = os.Stdout
 		s, err := runExperiment(o)

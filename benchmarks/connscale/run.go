@@ -17,8 +17,12 @@ import (
 
 type runOpts struct {
 	conns, rate, perWorker, netns int
-	interval, timeout, hold       time.Duration
-	log                           io.Writer
+	// noSources dials without a source address or port allocator: the
+	// kernel picks both, and one server address caps the run at the
+	// ephemeral range (28,232 ports by default).
+	noSources               bool
+	interval, timeout, hold time.Duration
+	log                     io.Writer
 }
 
 type worker struct {
@@ -39,6 +43,26 @@ type summary struct {
 	hist                     map[int]uint64
 	servers, clients         int
 	elapsed                  time.Duration
+	kernelTCP                uint64 // bytes of TCP buffers in the kernel at peak (loopback runs)
+}
+
+// kernelTCPBytes reads the TCP "mem" pages of /proc/net/sockstat: socket
+// buffer memory the kernel holds, which no process's RSS shows.
+func kernelTCPBytes() uint64 {
+	b, _ := os.ReadFile("/proc/net/sockstat")
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 0 && f[0] == "TCP:" {
+			for i := 1; i+1 < len(f); i += 2 {
+				if f[i] == "mem" {
+					var pages uint64
+					fmt.Sscan(f[i+1], &pages)
+					return pages * uint64(os.Getpagesize())
+				}
+			}
+		}
+	}
+	return 0
 }
 
 func (s summary) table() string {
@@ -54,7 +78,10 @@ func (s summary) table() string {
 	fmt.Fprintf(&b, "| peak open (clients / server) | %d / %d |\n", s.peakOpen, s.peakServerOpen)
 	fmt.Fprintf(&b, "| pings / pongs / timeouts | %d / %d / %d |\n", s.pings, s.pongs, s.timeouts)
 	fmt.Fprintf(&b, "| pong RTT p50 / p99 / p99.9 | %v / %v / %v |\n", quantile(s.hist, 0.5), quantile(s.hist, 0.99), quantile(s.hist, 0.999))
-	fmt.Fprintf(&b, "| memory per connection, server / client | %s / %s |\n", perConn(s.serverRSS, s.peakServerOpen), perConn(s.clientRSS, s.peakOpen))
+	fmt.Fprintf(&b, "| memory per connection, server / client (RSS) | %s / %s |\n", perConn(s.serverRSS, s.peakServerOpen), perConn(s.clientRSS, s.peakOpen))
+	if s.kernelTCP > 0 {
+		fmt.Fprintf(&b, "| kernel TCP buffers per socket (both ends) | %s |\n", perConn(s.kernelTCP, 2*s.peakOpen))
+	}
 	fmt.Fprintf(&b, "| workers (server / client processes) | %d / %d |\n| elapsed | %v |\n", s.servers, s.clients, s.elapsed.Round(time.Second))
 	if len(s.reasons) > 0 {
 		keys := make([]string, 0, len(s.reasons))
@@ -235,6 +262,9 @@ func runExperiment(o runOpts) (summary, error) {
 				return summary{}, err
 			}
 		}
+		if o.noSources {
+			source = ""
+		}
 		_, err := start("client", i, ns, "-server", target, "-conns", fmt.Sprint(share),
 			"-rate", fmt.Sprint(max(1, o.rate/nClients)), "-interval", o.interval.String(),
 			"-timeout", o.timeout.String(), "-hold", o.hold.String(), "-sources", source)
@@ -249,6 +279,7 @@ func runExperiment(o runOpts) (summary, error) {
 	deadline := time.After(time.Duration(o.conns/o.rate+1)*time.Second + o.hold + o.interval + 2*time.Minute)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	var lastEst, lastFailed uint64
 	for finals < nClients {
 		select {
 		case r := <-reports:
@@ -288,14 +319,18 @@ func runExperiment(o runOpts) (summary, error) {
 			}
 			if open >= s.peakOpen {
 				s.peakOpen, s.clientRSS = open, cliRSS
+				if topo == nil {
+					s.kernelTCP = kernelTCPBytes()
+				}
 			}
 			if srvOpen >= s.peakServerOpen {
 				s.peakServerOpen, s.serverRSS = srvOpen, srvRSS
 			}
 			if o.log != nil {
-				fmt.Fprintf(o.log, "t=%3ds open %d (server %d) established %d failed %d timeouts %d rss server %d MiB client %d MiB\n",
-					int(time.Since(began).Seconds()), open, srvOpen, est, failed, timeouts, srvRSS>>20, cliRSS>>20)
+				fmt.Fprintf(o.log, "t=%3ds open %d (server %d), +%d/s established, +%d/s failed, %d failed, %d timeouts, rss server %d MiB client %d MiB\n",
+					int(time.Since(began).Seconds()), open, srvOpen, est-lastEst, failed-lastFailed, failed, timeouts, srvRSS>>20, cliRSS>>20)
 			}
+			lastEst, lastFailed = est, failed
 		case <-deadline:
 			return s, errors.New("connscale: the experiment overran its time bound")
 		}

@@ -163,6 +163,7 @@ type clientStats struct {
 	mu                     sync.Mutex
 	reasons                map[string]uint64
 	rtt                    hist
+	rttProm                prometheus.Histogram
 }
 
 func (s *clientStats) fail(reason string) {
@@ -220,6 +221,10 @@ func runClientWorker(o clientOpts) error {
 	reg.MustRegister(d)
 	gauge(reg, "connscale_client_open_connections", "Open connections.", func() float64 { return float64(s.open.Load()) })
 	gauge(reg, "connscale_client_pongs_total", "Pongs received.", func() float64 { return float64(s.pongs.Load()) })
+	gauge(reg, "connscale_client_failed_total", "Connections lost (dial, ping or pong failed).", func() float64 { return float64(s.failed.Load()) })
+	s.rttProm = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "connscale_client_pong_rtt_seconds",
+		Help: "Time from writing Ping to reading Pong.", Buckets: prometheus.ExponentialBuckets(50e-6, 2, 16)})
+	reg.MustRegister(s.rttProm)
 	emit(report{Role: "client", Worker: o.id, Metrics: serveMetrics(reg)})
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -285,6 +290,10 @@ func pinger(ctx context.Context, d *client.Dialer, o clientOpts, s *clientStats)
 	for {
 		select {
 		case <-ctx.Done():
+			// The end of the run: reset rather than leave a TIME_WAIT
+			// per connection behind (their bind buckets would keep the
+			// ports from the kernel's autobind for a minute).
+			c.(interface{ SetLinger(int) error }).SetLinger(0)
 			return
 		case <-t.C:
 		}
@@ -307,7 +316,9 @@ func pinger(ctx context.Context, d *client.Dialer, o clientOpts, s *clientStats)
 			s.fail(fmt.Sprintf("pong: unexpected %q", line))
 			return
 		}
-		s.rtt.record(time.Since(start))
+		rtt := time.Since(start)
+		s.rtt.record(rtt)
+		s.rttProm.Observe(rtt.Seconds())
 		s.pongs.Add(1)
 		t.Reset(o.interval)
 	}
