@@ -30,12 +30,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
 	"github.com/vishvananda/netns"
 
+	"github.com/connopt/connopt/benchmarks/internal/measure"
 	"github.com/connopt/connopt/client"
 	"github.com/connopt/connopt/ports"
 )
@@ -162,45 +162,13 @@ func countWorker(self, method, addr string, n int) (map[string]float64, error) {
 	if !sc.Scan() || sc.Text() != "ready" {
 		return nil, fmt.Errorf("%s worker did not start", method)
 	}
-	perfOut := filepath.Join(os.TempDir(), fmt.Sprintf("clientbench-%d.perf", cmd.Process.Pid))
-	defer os.Remove(perfOut)
-	events := []string{"raw_syscalls:sys_enter"}
-	for _, k := range kinds {
-		events = append(events, "syscalls:sys_enter_"+k)
-	}
-	perf := exec.Command("perf", "stat", "-x,", "-e", strings.Join(events, ","), "-p", strconv.Itoa(cmd.Process.Pid), "-o", perfOut)
-	if err := perf.Start(); err != nil {
-		return nil, err
-	}
-	time.Sleep(300 * time.Millisecond)
-	fmt.Fprintln(stdin, "go")
-	if !sc.Scan() || sc.Text() != "done" {
-		perf.Process.Kill()
-		return nil, fmt.Errorf("%s worker failed", method)
-	}
-	perf.Process.Signal(syscall.SIGINT)
-	perf.Wait()
-	b, err := os.ReadFile(perfOut)
-	if err != nil {
-		return nil, err
-	}
-	m := map[string]float64{}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Split(line, ",")
-		if len(f) < 3 || strings.HasPrefix(line, "#") {
-			continue
+	return measure.Syscalls(cmd.Process.Pid, kinds, func() (float64, error) {
+		fmt.Fprintln(stdin, "go")
+		if !sc.Scan() || sc.Text() != "done" {
+			return 0, fmt.Errorf("%s worker failed", method)
 		}
-		v, err := strconv.ParseFloat(f[0], 64)
-		if err != nil {
-			continue
-		}
-		ev := strings.TrimPrefix(strings.TrimPrefix(f[2], "syscalls:sys_enter_"), "raw_syscalls:sys_enter")
-		if ev == "" {
-			ev = "total"
-		}
-		m[ev] = v / float64(n)
-	}
-	return m, nil
+		return float64(n), nil
+	})
 }
 
 func syscallPhase(n, rounds int) string {
@@ -502,16 +470,12 @@ func fillPhase(rounds int) string {
 	return b.String()
 }
 
-func must(name string, args ...string) {
-	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
-		log.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+func must(args ...string) {
+	if err := measure.Run(args...); err != nil {
+		log.Fatal(err)
 	}
 }
 
-func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+func us(d time.Duration) float64 { return measure.Micros(d) }
 
-func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
+func median(ds []time.Duration) time.Duration { return measure.Median(ds) }

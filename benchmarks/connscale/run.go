@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/connopt/connopt/benchmarks/internal/measure"
 )
 
 type runOpts struct {
@@ -91,18 +93,32 @@ func (s summary) table() string {
 		sort.Slice(keys, func(i, j int) bool { return s.reasons[keys[i]] > s.reasons[keys[j]] })
 		b.WriteString("\nWhat stopped connections:\n")
 		for _, k := range keys {
-			fmt.Fprintf(&b, "- %s: %d\n", k, s.reasons[k])
+			fmt.Fprintf(&b, "- %s: %d%s\n", k, s.reasons[k], limitOf(k))
 		}
 	}
 	return b.String()
 }
 
-func sh(args ...string) error {
-	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-		return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, out)
+// limitOf names the resource behind a failure reason.
+func limitOf(reason string) string {
+	for _, l := range []struct{ text, limit string }{
+		{"cannot assign requested address", "source ports: the ephemeral range is used up for this source and destination"},
+		{"ports exhausted", "source ports: the allocator's range is used up"},
+		{"address already in use", "source ports"},
+		{"too many open files", "descriptors: RLIMIT_NOFILE; use more worker processes"},
+		{"cannot allocate memory", "memory"},
+		{"no buffer space", "kernel memory (socket buffers)"},
+		{"timeout", "time: a busy CPU or a full accept queue"},
+		{"deadline exceeded", "time: a busy CPU or a full accept queue"},
+	} {
+		if strings.Contains(reason, l.text) {
+			return " (" + l.limit + ")"
+		}
 	}
-	return nil
+	return ""
 }
+
+func sh(args ...string) error { return measure.Run(args...) }
 
 // topology makes the namespaces: one for the server, n for clients, each
 // client joined to the server by a veth pair on 198.18.i.0/24.

@@ -31,8 +31,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/connopt/connopt/benchmarks/internal/measure"
 )
 
 //go:embed pipeline.lua
@@ -237,49 +238,10 @@ func runOnce(o Options, srv string, ld load) (sample, error) {
 }
 
 func countSyscalls(pid int, url string, ld load, o Options) (map[string]float64, error) {
-	out := filepath.Join(os.TempDir(), fmt.Sprintf("httpbench-%d.perf", pid))
-	defer os.Remove(out)
-	events := []string{"raw_syscalls:sys_enter"}
-	for _, k := range kinds {
-		events = append(events, "syscalls:sys_enter_"+k)
-	}
-	perf := exec.Command("perf", "stat", "-x,", "-e", strings.Join(events, ","), "-p", strconv.Itoa(pid), "-o", out)
-	perf.Stderr = os.Stderr
-	if err := perf.Start(); err != nil {
-		return nil, err
-	}
-	time.Sleep(300 * time.Millisecond) // perf attaches asynchronously
-	counted, werr := wrk(url, ld, o.Duration, o.Conns)
-	perf.Process.Signal(syscall.SIGINT)
-	perf.Wait()
-	if werr != nil {
-		return nil, werr
-	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		return nil, err
-	}
-	m := map[string]float64{}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Split(line, ",")
-		if len(f) < 3 || strings.HasPrefix(line, "#") {
-			continue
-		}
-		v, err := strconv.ParseFloat(f[0], 64)
-		if err != nil {
-			return nil, fmt.Errorf("perf: %q: %w", line, err)
-		}
-		switch ev := f[2]; {
-		case ev == "raw_syscalls:sys_enter":
-			m["total"] = v / counted.requests
-		case strings.HasPrefix(ev, "syscalls:sys_enter_"):
-			m[strings.TrimPrefix(ev, "syscalls:sys_enter_")] = v / counted.requests
-		}
-	}
-	if _, ok := m["total"]; !ok {
-		return nil, fmt.Errorf("perf counted nothing:\n%s", b)
-	}
-	return m, nil
+	return measure.Syscalls(pid, kinds, func() (float64, error) {
+		counted, err := wrk(url, ld, o.Duration, o.Conns)
+		return counted.requests, err
+	})
 }
 
 func wrk(url string, ld load, dur time.Duration, conns int) (sample, error) {
@@ -352,18 +314,6 @@ const ticksPerSecond = 100 // sysconf(_SC_CLK_TCK) on Linux
 
 func cpuMicros(s sample) float64 { return s.cpuTicks / ticksPerSecond * 1e6 / s.requests }
 
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
 // figures are the medians of one server under one load.
 type figures struct {
 	rps, cpu, rss float64
@@ -376,7 +326,7 @@ func summarize(ss []sample) figures {
 		for i, s := range ss {
 			xs[i] = f(s)
 		}
-		return median(xs)
+		return measure.Median(xs)
 	}
 	fg := figures{
 		rps: pick(func(s sample) float64 { return s.rps }),

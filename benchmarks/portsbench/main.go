@@ -27,6 +27,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/connopt/connopt/benchmarks/internal/measure"
 	"github.com/connopt/connopt/ports"
 )
 
@@ -84,9 +85,9 @@ func outer(size, rounds int, out string) {
 	}
 }
 
-func must(name string, args ...string) {
-	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
-		log.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+func must(args ...string) {
+	if err := measure.Run(args...); err != nil {
+		log.Fatal(err)
 	}
 }
 
@@ -219,13 +220,9 @@ func pct(sorted []time.Duration, p float64) time.Duration {
 	return sorted[min(len(sorted)-1, int(p*float64(len(sorted))))]
 }
 
-func medianDur(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
+func medianDur(ds []time.Duration) time.Duration { return measure.Median(ds) }
 
-func us(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d)/float64(time.Microsecond)) }
+func us(d time.Duration) string { return fmt.Sprintf("%.1f", measure.Micros(d)) }
 
 func render(results map[string][]result, size, rounds int) string {
 	var b strings.Builder

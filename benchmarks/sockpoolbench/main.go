@@ -21,13 +21,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/vishvananda/netns"
 
+	"github.com/connopt/connopt/benchmarks/internal/measure"
 	"github.com/connopt/connopt/internal/rawsock"
 	"github.com/connopt/connopt/sockpool"
 )
@@ -64,7 +64,7 @@ func main() {
 	for r := range *rounds {
 		for _, n := range sizes {
 			for _, m := range methods {
-				d, err := measure(m, name, target, n)
+				d, err := obtain(m, name, target, n)
 				if err != nil {
 					log.Fatalf("%s, %d sockets: %v", m, n, err)
 				}
@@ -87,9 +87,9 @@ func perSocket(d time.Duration, n int) float64 {
 	return float64(d) / float64(time.Microsecond) / float64(n)
 }
 
-// measure returns the time to obtain n sockets in the namespace; closing
+// obtain returns the time to obtain n sockets in the namespace; closing
 // them is not timed.
-func measure(method, name string, target netns.NsHandle, n int) (time.Duration, error) {
+func obtain(method, name string, target netns.NsHandle, n int) (time.Duration, error) {
 	fds := make([]int, 0, n)
 	defer func() {
 		for _, fd := range fds {
@@ -210,8 +210,4 @@ func render(res map[string]map[int][]time.Duration, sizes []int, rounds int) str
 	return b.String()
 }
 
-func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
+func median(ds []time.Duration) time.Duration { return measure.Median(ds) }

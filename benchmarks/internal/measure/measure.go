@@ -1,0 +1,93 @@
+// Package measure holds what connopt's benchmark harnesses share: counting a
+// process's syscalls with perf tracepoints, medians, and running setup
+// commands.
+package measure
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Syscalls counts the syscalls of process pid while run runs, with perf
+// tracepoints: "total" (raw_syscalls:sys_enter) and one entry per name in
+// kinds (syscalls:sys_enter_NAME), each divided by the units run reports
+// (requests, connections).
+func Syscalls(pid int, kinds []string, run func() (units float64, err error)) (map[string]float64, error) {
+	out := filepath.Join(os.TempDir(), fmt.Sprintf("connopt-perf-%d-%d.txt", pid, time.Now().UnixNano()))
+	defer os.Remove(out)
+	events := []string{"raw_syscalls:sys_enter"}
+	for _, k := range kinds {
+		events = append(events, "syscalls:sys_enter_"+k)
+	}
+	perf := exec.Command("perf", "stat", "-x,", "-e", strings.Join(events, ","), "-p", strconv.Itoa(pid), "-o", out)
+	perf.Stderr = os.Stderr
+	if err := perf.Start(); err != nil {
+		return nil, err
+	}
+	time.Sleep(300 * time.Millisecond) // perf attaches asynchronously
+	units, rerr := run()
+	perf.Process.Signal(syscall.SIGINT)
+	perf.Wait()
+	if rerr != nil {
+		return nil, rerr
+	}
+	if units <= 0 {
+		return nil, fmt.Errorf("measure: nothing was counted (%v units)", units)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]float64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Split(line, ",")
+		if len(f) < 3 || strings.HasPrefix(line, "#") {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			return nil, fmt.Errorf("perf: %q: %w", line, err)
+		}
+		switch ev := f[2]; {
+		case ev == "raw_syscalls:sys_enter":
+			m["total"] = v / units
+		case strings.HasPrefix(ev, "syscalls:sys_enter_"):
+			m[strings.TrimPrefix(ev, "syscalls:sys_enter_")] = v / units
+		}
+	}
+	if _, ok := m["total"]; !ok {
+		return nil, fmt.Errorf("perf counted nothing:\n%s", b)
+	}
+	return m, nil
+}
+
+// Median of xs; 0 when empty.
+func Median[T int64 | float64 | time.Duration](xs []T) T {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// Micros is d in microseconds.
+func Micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+// Run runs a setup command and returns its output in the error when it fails.
+func Run(args ...string) error {
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return nil
+}
