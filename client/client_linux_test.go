@@ -21,35 +21,11 @@ import (
 	"github.com/valyala/fasthttp"
 	"golang.org/x/net/nettest"
 
+	"github.com/connopt/connopt/internal/leakcheck"
 	"github.com/connopt/connopt/internal/testns"
 	"github.com/connopt/connopt/listener"
 	"github.com/connopt/connopt/ports"
 )
-
-func fdCount(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
-// settle waits until descriptors and goroutines are back to base.
-func settle(t *testing.T, fds, goroutines int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		f, g := fdCount(t), runtime.NumGoroutine()
-		if f <= fds && g <= goroutines {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("leak: fds %d -> %d, goroutines %d -> %d", fds, f, goroutines, g)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 func newDialer(t *testing.T, cfg Config) *Dialer {
 	t.Helper()
@@ -286,7 +262,7 @@ func TestDialErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := newDialer(t, Config{Ports: a, ConnectTimeout: 300 * time.Millisecond, PoolSize: 4})
-	fds, gs := fdCount(t), runtime.NumGoroutine()
+	fds, gs := leakcheck.FDs(t), runtime.NumGoroutine()
 
 	closed, _ := net.Listen("tcp4", "127.0.0.1:0")
 	refusedAddr := closed.Addr().String()
@@ -349,7 +325,7 @@ func TestDialErrors(t *testing.T) {
 	if s := a.Stats(); s.InUse != 0 {
 		t.Fatalf("leases held after failed dials: %d", s.InUse)
 	}
-	settle(t, fds, gs)
+	leakcheck.Settle(t, fds, gs)
 }
 
 func TestConnConformance(t *testing.T) {

@@ -4,12 +4,13 @@ import (
 	"bufio"
 	"fmt"
 	"net"
-	"os"
 	"runtime"
 	"testing"
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/connopt/connopt/internal/leakcheck"
 )
 
 // serve runs a fasthttp server on ln until the test ends.
@@ -68,22 +69,10 @@ func get(c net.Conn, br *bufio.Reader, path string, extraHeaders string) (*fasth
 	return resp, nil
 }
 
-func countFDs(t *testing.T) int {
-	t.Helper()
-	if runtime.GOOS != "linux" {
-		return 0
-	}
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatalf("reading /proc/self/fd: %v", err)
-	}
-	return len(ents)
-}
-
 type resources struct{ fds, goroutines int }
 
 func snapshot(t *testing.T) resources {
-	return resources{fds: countFDs(t), goroutines: runtime.NumGoroutine()}
+	return resources{fds: leakcheck.FDs(t), goroutines: runtime.NumGoroutine()}
 }
 
 // waitBaseline waits until descriptors and goroutines are back to base (the

@@ -19,6 +19,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"golang.org/x/sys/unix"
 
+	"github.com/connopt/connopt/internal/leakcheck"
 	"github.com/connopt/connopt/internal/rawsock"
 )
 
@@ -398,7 +399,7 @@ func TestEMFILEChild(t *testing.T) {
 	fmt.Printf("addr %s\n", ln.Addr())
 
 	// The soft limit sits just above what is open now, so filling is cheap.
-	lim := unix.Rlimit{Cur: uint64(countFDs(t) + 64), Max: 20000}
+	lim := unix.Rlimit{Cur: uint64(leakcheck.FDs(t) + 64), Max: 20000}
 	var old unix.Rlimit
 	unix.Getrlimit(unix.RLIMIT_NOFILE, &old)
 	lim.Max = old.Max

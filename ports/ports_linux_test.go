@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/sys/unix"
 
+	"github.com/connopt/connopt/internal/leakcheck"
 	"github.com/connopt/connopt/internal/rawsock"
 	"github.com/connopt/connopt/internal/testns"
 )
@@ -133,21 +134,13 @@ func sinks(t *testing.T, n int) ([]string, []*sink) {
 	return dsts, ss
 }
 
-func fdCount(t *testing.T) int {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
 // 200 ports and 4 destinations: the Tracked strategy holds 800 connections
 // from one source IP; bind(ip, 0) before connect, confined to 200 ports the
 // same way, stops at 200.
 func TestTrackedHoldsRangePerDestination(t *testing.T) {
 	inNS(t, func() {
 		dsts, ss := sinks(t, 4)
-		fds := fdCount(t)
+		fds := leakcheck.FDs(t)
 
 		// Plain bind-before-connect, as net.Dialer{LocalAddr} and fasthttp's
 		// TCPDialer.LocalAddr do it; IP_LOCAL_PORT_RANGE confines the kernel's
@@ -194,19 +187,8 @@ func TestTrackedHoldsRangePerDestination(t *testing.T) {
 		for _, s := range ss {
 			s.closeAll()
 		}
-		waitFDs(t, fds)
+		leakcheck.Settle(t, fds, -1)
 	})
-}
-
-func waitFDs(t *testing.T, want int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for fdCount(t) > want {
-		if time.Now().After(deadline) {
-			t.Fatalf("descriptors: %d open, %d before", fdCount(t), want)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // Dial4 is a test helper: Dial over tcp4.

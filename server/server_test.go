@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -19,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
+	"github.com/connopt/connopt/internal/leakcheck"
 	"github.com/connopt/connopt/middleware"
 )
 
@@ -61,17 +61,6 @@ func get(t *testing.T, c net.Conn, br *bufio.Reader, path string) *fasthttp.Resp
 }
 
 func hello(ctx *fasthttp.RequestCtx) { ctx.WriteString("Hello, World!") }
-
-func fdCount(t *testing.T) int {
-	if runtime.GOOS != "linux" {
-		return 0
-	}
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
 
 func TestServesWithMetrics(t *testing.T) {
 	for _, separate := range []bool{false, true} {
@@ -133,7 +122,7 @@ func TestServesWithMetrics(t *testing.T) {
 // one finish with 200 OK, refuses new connections, returns in time, and
 // leaves no descriptor or goroutine behind.
 func TestGracefulStop(t *testing.T) {
-	fds, gs := fdCount(t), runtime.NumGoroutine()
+	fds, gs := leakcheck.FDs(t), runtime.NumGoroutine()
 	var entered atomic.Int64
 	s, err := New(func(ctx *fasthttp.RequestCtx) {
 		entered.Add(1)
@@ -209,14 +198,7 @@ func TestGracefulStop(t *testing.T) {
 	} else if !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Fatalf("dial after stop: %v, want connection refused", err)
 	}
-	deadline = time.Now().Add(5 * time.Second)
-	for fdCount(t) > fds || runtime.NumGoroutine() > gs {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("leak: fds %d -> %d, goroutines %d -> %d\n%s", fds, fdCount(t), gs, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	leakcheck.Settle(t, fds, gs)
 }
 
 func TestShutdownDeadline(t *testing.T) {

@@ -15,29 +15,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/sys/unix"
 
+	"github.com/connopt/connopt/internal/leakcheck"
 	"github.com/connopt/connopt/internal/rawsock"
 	"github.com/connopt/connopt/internal/testns"
 )
-
-func fdCount(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
-func waitFDs(t *testing.T, want int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for fdCount(t) > want {
-		if time.Now().After(deadline) {
-			t.Fatalf("descriptors: %d open, %d before", fdCount(t), want)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 func newPool(t *testing.T, cfg Config) *Pool {
 	t.Helper()
@@ -169,7 +150,7 @@ func TestOptionsSetAtCreation(t *testing.T) {
 // once, and after Close no descriptor of the pool remains.
 func TestConcurrentDrain(t *testing.T) {
 	ns := testns.New(t, nil)
-	base := fdCount(t)
+	base := leakcheck.FDs(t)
 	p, err := New(Config{Namespace: ns.Name, Size: 32, Batch: 8})
 	if err != nil {
 		t.Fatal(err)
@@ -216,7 +197,7 @@ func TestConcurrentDrain(t *testing.T) {
 	}
 	p.Close()
 	p.Close()
-	waitFDs(t, base)
+	leakcheck.Settle(t, base, -1)
 	if _, err := p.Get(t.Context()); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Get after Close: %v", err)
 	}
@@ -298,7 +279,7 @@ func TestNoThreadLeftInForeignNamespace(t *testing.T) {
 
 func TestDeletedNamespace(t *testing.T) {
 	ns := testns.New(t, nil)
-	base := fdCount(t)
+	base := leakcheck.FDs(t)
 	p, err := New(Config{Namespace: ns.Name, Size: 8, CheckInterval: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -333,7 +314,7 @@ func TestDeletedNamespace(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 	p.Close()
-	waitFDs(t, base)
+	leakcheck.Settle(t, base, -1)
 	// Recreate it under the same name, so the cleanup can delete it.
 	exec.Command("ip", "netns", "add", ns.Name).Run()
 
