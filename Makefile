@@ -1,7 +1,7 @@
 # connopt: the two commands that matter are `make run` and `make test`.
 GO ?= go
 
-.PHONY: run proxy connscale test vet bench bench-quick bench-go bench-http bench-listener bench-ports bench-sockpool bench-client bench-deps
+.PHONY: run proxy connscale test soak vet bench bench-quick bench-go bench-http bench-listener bench-ports bench-sockpool bench-client bench-deps
 
 ## run: the hello-world fasthttp server on connopt's listener, with /metrics, on 127.0.0.1:8080
 run:
@@ -19,6 +19,15 @@ connscale:
 ## test: vet and race-enabled tests against real sockets (some need root and skip without it)
 test: vet
 	$(GO) test -race -count=1 ./...
+
+## soak: the fuzzers for a bounded time each, and the fault suite repeated
+FUZZTIME ?= 30s
+soak:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseReserved$$' -fuzztime $(FUZZTIME) ./ports
+	$(GO) test -run '^$$' -fuzz '^FuzzParseRange$$' -fuzztime $(FUZZTIME) ./ports
+	$(GO) test -run '^$$' -fuzz '^FuzzPath$$' -fuzztime $(FUZZTIME) ./internal/nsexec
+	$(GO) test -run '^$$' -fuzz '^FuzzResolve$$' -fuzztime $(FUZZTIME) ./client
+	$(GO) test -race -count=5 ./reliability ./listener ./server
 
 vet:
 	$(GO) vet ./...

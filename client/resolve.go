@@ -33,6 +33,9 @@ func (d *Dialer) resolve(ctx context.Context, network, addr string) (netip.AddrP
 		return netip.AddrPort{}, fmt.Errorf("client: unsupported network %q", network)
 	}
 	if ap, err := netip.ParseAddrPort(addr); err == nil {
+		if ap.Port() == 0 {
+			return netip.AddrPort{}, fmt.Errorf("client: %q: port 0", addr)
+		}
 		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 		return ap, checkFamily(network, ap.Addr())
 	}

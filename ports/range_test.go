@@ -72,3 +72,15 @@ func FuzzParseReserved(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseRange(f *testing.F) {
+	for _, s := range []string{"32768\t60999\n", "1 1", "0 0", "65535 65535", "5 4", " 10  20 "} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		r, err := parseRange(s)
+		if err == nil && (r.Low == 0 || r.Low > r.High) {
+			t.Fatalf("parseRange(%q) = %v", s, r)
+		}
+	})
+}

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -104,8 +105,9 @@ type Server struct {
 	metricsLn *listener.Listener
 	reg       *prometheus.Registry
 
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
+	mu       sync.Mutex
+	conns    map[net.Conn]struct{}
+	stopping atomic.Bool
 }
 
 // New listens and prepares the server; Run serves. On error nothing is left
@@ -148,7 +150,15 @@ func New(handler fasthttp.RequestHandler, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("server: registering the listener's metrics: %w", err)
 	}
 
-	h := handler
+	// Once the stop has begun, every response says Connection: close, so
+	// keep-alive clients stop sending on connections about to be closed.
+	app := func(ctx *fasthttp.RequestCtx) {
+		handler(ctx)
+		if s.stopping.Load() {
+			ctx.SetConnectionClose()
+		}
+	}
+	h := app
 	if !cfg.DisableMetrics {
 		metrics := fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 		if s.metricsLn != nil {
@@ -161,7 +171,7 @@ func New(handler fasthttp.RequestHandler, cfg Config) (*Server, error) {
 					metrics(ctx)
 					return
 				}
-				handler(ctx)
+				app(ctx)
 			}
 		}
 	}
@@ -269,6 +279,7 @@ func (s *Server) Run(ctx context.Context) error {
 		n--
 	}
 
+	s.stopping.Store(true)
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	err := s.fs.ShutdownWithContext(sctx)
