@@ -147,7 +147,15 @@ func (d *Dialer) pool(ipv6 bool) (*sockpool.Pool, error) {
 		return nil, ErrClosed
 	}
 	if p := d.pools[i]; p != nil {
-		return p, nil
+		if err := p.Err(); err == nil {
+			return p, nil
+		} else if !errors.Is(err, sockpool.ErrNamespaceGone) && !errors.Is(err, sockpool.ErrNamespaceChanged) {
+			return p, nil
+		}
+		// The namespace was deleted or replaced: start over with whatever
+		// the name leads to now (or fail, clearly, if nothing).
+		p.Close()
+		d.pools[i] = nil
 	}
 	c := d.cfg
 	pc := sockpool.Config{

@@ -25,3 +25,5 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(m.Run())
 }
+
+func errNotExist() error { return os.ErrNotExist }
