@@ -20,14 +20,16 @@ connscale:
 test: vet
 	$(GO) test -race -count=1 ./...
 
-## soak: the fuzzers for a bounded time each, and the fault suite repeated
+## soak: the fuzzers for a bounded time each, the fault suite repeated, and a 10-minute load soak (root)
 FUZZTIME ?= 30s
+SOAK ?= 10m
 soak:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseReserved$$' -fuzztime $(FUZZTIME) ./ports
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRange$$' -fuzztime $(FUZZTIME) ./ports
 	$(GO) test -run '^$$' -fuzz '^FuzzPath$$' -fuzztime $(FUZZTIME) ./internal/nsexec
 	$(GO) test -run '^$$' -fuzz '^FuzzResolve$$' -fuzztime $(FUZZTIME) ./client
 	$(GO) test -race -count=5 ./reliability ./listener ./server
+	CONNOPT_SOAK=$(SOAK) $(GO) test -run '^TestSoak$$' -count=1 -timeout 30m -v ./reliability
 
 vet:
 	$(GO) vet ./...
