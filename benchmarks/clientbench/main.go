@@ -29,7 +29,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -374,19 +373,7 @@ func fillPhase(rounds int) string {
 	if err != nil {
 		log.Fatal(err)
 	}
-	var mu sync.Mutex
-	var accepted []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			accepted = append(accepted, c)
-			mu.Unlock()
-		}
-	}()
+	sink := measure.NewSink(ln)
 	src := netip.MustParseAddr("127.0.0.1")
 	rng := ports.Range{Low: rangeLow, High: rangeLow + rangeSize - 1}
 	methods := []string{"fasthttp TCPDialer{LocalAddr}", "client.Dialer + ports Tracked", "client.Dialer + ports Kernel"}
@@ -439,12 +426,7 @@ func fillPhase(rounds int) string {
 				c.(interface{ SetLinger(int) error }).SetLinger(0)
 				c.Close()
 			}
-			mu.Lock()
-			for _, c := range accepted {
-				c.Close()
-			}
-			accepted = nil
-			mu.Unlock()
+			sink.CloseAll()
 			done()
 			fmt.Fprintf(os.Stderr, "round %d %-32s 10%% %v 90%% %v\n", r+1, m, row[0][0], row[2][0])
 		}

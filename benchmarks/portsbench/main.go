@@ -24,7 +24,6 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/connopt/connopt/benchmarks/internal/measure"
@@ -102,19 +101,7 @@ func inner(size, rounds int, out string) {
 	if err != nil {
 		log.Fatal(err)
 	}
-	var mu sync.Mutex
-	var accepted []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			accepted = append(accepted, c)
-			mu.Unlock()
-		}
-	}()
+	sink := measure.NewSink(ln)
 	dst := ln.Addr().String()
 	src := netip.MustParseAddr("127.0.0.1")
 	rng := ports.Range{Low: rangeLow, High: uint16(rangeLow + size - 1)}
@@ -154,12 +141,7 @@ func inner(size, rounds int, out string) {
 			res := fillRange(dial, dst, size)
 			fmt.Fprintf(os.Stderr, "round %d %-20s reached %5d (%v)\n", r+1, m, res.reached, res.stopErr)
 			results[m] = append(results[m], res)
-			mu.Lock()
-			for _, c := range accepted {
-				c.Close()
-			}
-			accepted = nil
-			mu.Unlock()
+			sink.CloseAll()
 			runtime.GC()
 		}
 	}

@@ -5,12 +5,14 @@ package measure
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -90,4 +92,39 @@ func Run(args ...string) error {
 		return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, out)
 	}
 	return nil
+}
+
+// Sink accepts connections on a listener and holds them until CloseAll, so
+// that a harness can fill a port range against it.
+type Sink struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+// NewSink starts accepting on ln.
+func NewSink(ln net.Listener) *Sink {
+	s := &Sink{ln: ln}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.conns = append(s.conns, c)
+			s.mu.Unlock()
+		}
+	}()
+	return s
+}
+
+// CloseAll closes the connections accepted so far.
+func (s *Sink) CloseAll() {
+	s.mu.Lock()
+	for _, c := range s.conns {
+		c.Close()
+	}
+	s.conns = nil
+	s.mu.Unlock()
 }
