@@ -28,6 +28,7 @@ soak:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRange$$' -fuzztime $(FUZZTIME) ./ports
 	$(GO) test -run '^$$' -fuzz '^FuzzPath$$' -fuzztime $(FUZZTIME) ./internal/nsexec
 	$(GO) test -run '^$$' -fuzz '^FuzzResolve$$' -fuzztime $(FUZZTIME) ./client
+	$(GO) test -run '^$$' -fuzz '^FuzzServePings$$' -fuzztime $(FUZZTIME) ./benchmarks/connscale
 	$(GO) test -race -count=5 ./reliability ./listener ./server
 	CONNOPT_SOAK=$(SOAK) $(GO) test -run '^TestSoak$$' -count=1 -timeout 30m -v ./reliability
 

@@ -1,6 +1,11 @@
 package main
 
 import (
+	"bytes"
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -31,4 +36,36 @@ func TestHistBuckets(t *testing.T) {
 			t.Errorf("q%v = %v, want about %v", c.q, got, c.want)
 		}
 	}
+}
+
+// FuzzServePings feeds arbitrary bytes to the server side of the protocol:
+// it answers exactly one "Pong\n" per "\n", whatever else the bytes hold,
+// and returns when the peer closes.
+func FuzzServePings(f *testing.F) {
+	for _, s := range []string{"Ping\n", "Ping\nPing\n", "", "\n\n\n", "Pi", "x\x00\n", strings.Repeat("Ping\n", 40)} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		srv, cli := net.Pipe()
+		var pings atomic.Uint64
+		done := make(chan struct{})
+		go func() { servePings(srv, &pings); srv.Close(); close(done) }()
+		want := bytes.Count(in, []byte{'\n'})
+		got := make(chan []byte, 1)
+		go func() {
+			b := make([]byte, 5*want)
+			n, _ := io.ReadFull(cli, b)
+			got <- b[:n]
+		}()
+		cli.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := cli.Write(in); err != nil {
+			t.Fatal(err)
+		}
+		b := <-got
+		cli.Close()
+		<-done
+		if !bytes.Equal(b, bytes.Repeat(pong, want)) || int(pings.Load()) != want {
+			t.Fatalf("%q: answered %q (%d pings counted), want %d pongs", in, b, pings.Load(), want)
+		}
+	})
 }

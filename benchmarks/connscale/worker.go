@@ -112,20 +112,7 @@ func runServerWorker(id int, addr string, stop <-chan struct{}) error {
 			go func() {
 				defer open.Add(-1)
 				defer c.Close()
-				buf := make([]byte, 64)
-				for {
-					n, err := c.Read(buf)
-					if err != nil {
-						return
-					}
-					k := bytes.Count(buf[:n], []byte{'\n'})
-					pings.Add(uint64(k))
-					for range k {
-						if _, err := c.Write(pong); err != nil {
-							return
-						}
-					}
-				}
+				servePings(c, &pings)
 			}()
 		}
 	}()
@@ -139,6 +126,29 @@ func runServerWorker(id int, addr string, stop <-chan struct{}) error {
 			return nil
 		case <-tick.C:
 			emit(report{Role: "server", Worker: id, Open: open.Load(), Established: accepted.Load(), Pings: pings.Load()})
+		}
+	}
+}
+
+// servePings is the server side of the protocol: every "\n"-terminated
+// line is a ping and gets "Pong\n" back (the line's content is not
+// checked: this is a load, not a parser); it returns when the connection
+// fails or closes.
+func servePings(c net.Conn, pings *atomic.Uint64) {
+	buf := make([]byte, 64)
+	for {
+		n, err := c.Read(buf)
+		if n > 0 {
+			k := bytes.Count(buf[:n], []byte{'\n'})
+			pings.Add(uint64(k))
+			for range k {
+				if _, err := c.Write(pong); err != nil {
+					return
+				}
+			}
+		}
+		if err != nil {
+			return
 		}
 	}
 }
