@@ -1,7 +1,7 @@
 # connopt: the two commands that matter are `make run` and `make test`.
 GO ?= go
 
-.PHONY: run proxy connscale test soak vet bench bench-quick bench-go bench-http bench-listener bench-ports bench-sockpool bench-client bench-deps
+.PHONY: run proxy connscale test soak vet bench bench-quick bench-go bench-http bench-listener bench-ports bench-sockpool bench-client bench-batching bench-deps
 
 ## run: the hello-world fasthttp server on connopt's listener, with /metrics, on 127.0.0.1:8080
 run:
@@ -36,7 +36,7 @@ vet:
 	$(GO) vet ./...
 
 ## bench: every benchmark, about 12 minutes on 2 cores: the hello-world comparison, the harnesses, go test -bench
-bench: bench-http bench-ports bench-sockpool bench-client bench-go
+bench: bench-http bench-ports bench-sockpool bench-client bench-batching bench-go
 
 ## bench-quick: a one-minute subset: stock fasthttp vs connopt, keep-alive and churn, one round
 bench-quick: bench-deps
@@ -71,6 +71,10 @@ bench-sockpool: bench-deps
 bench-client: bench-deps
 	$(GO) build -o bin/clientbench ./benchmarks/clientbench
 	./bin/clientbench -out benchmarks/results/client.md
+
+## bench-batching: datagrams per second and syscalls per datagram, one write per datagram vs sendmmsg
+bench-batching:
+	$(GO) test -run '^$$' -bench Send -benchtime 200000x ./batching
 
 ## bench-deps: wrk and perf from Debian's packages, if missing
 bench-deps:
