@@ -27,6 +27,9 @@ type Conn interface {
 	// Batched reports whether recvmmsg/sendmmsg are in use; false means
 	// the single-datagram fallback.
 	Batched() bool
+	// GSO reports whether writes of equal-sized datagrams go as one UDP
+	// GSO send.
+	GSO() bool
 	// Stats reads the counters.
 	Stats() Stats
 }
@@ -63,6 +66,8 @@ type singleConn struct {
 }
 
 func (c *singleConn) Batched() bool { return false }
+
+func (c *singleConn) GSO() bool { return false }
 
 func (c *singleConn) ReadBatch(msgs []Message) (int, error) {
 	if len(msgs) == 0 {

@@ -1,12 +1,17 @@
 package batching
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
+	"syscall"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
+
+	"github.com/connopt/connopt/internal/rawsock"
 )
 
 // batchRW is what ipv4.PacketConn and ipv6.PacketConn have in common.
@@ -18,7 +23,8 @@ type batchRW interface {
 type mmsgConn struct {
 	*net.UDPConn
 	counters
-	pc batchRW
+	pc  batchRW
+	gso atomic.Bool // UDP GSO works here; cleared on the first EIO
 
 	rmu   sync.Mutex // one ReadBatch at a time: it owns rmsgs
 	rmsgs []ipv4.Message
@@ -39,8 +45,8 @@ func upgrade(conn *net.UDPConn, batchSize int) Conn {
 	}
 	for i := range c.rmsgs {
 		c.rmsgs[i].Buffers = make([][]byte, 1)
-		c.wmsgs[i].Buffers = make([][]byte, 1)
 	}
+	c.gso.Store(true)
 	return c
 }
 
@@ -71,28 +77,88 @@ func (c *mmsgConn) ReadBatch(msgs []Message) (int, error) {
 	return n, nil
 }
 
+// Limits of one UDP GSO send (include/linux/udp.h, Linux 6.x).
+const (
+	maxGSOSegments = 64
+	maxGSOBytes    = 65000
+)
+
 // WriteBatch sends buffs in sendmmsg calls of at most the batch size; a
-// short write (the kernel took fewer) continues where it stopped.
+// short write (the kernel took fewer) continues where it stopped. With UDP
+// GSO, a run of equal-sized buffers (the last of a run may be shorter) goes
+// as one message with a UDP_SEGMENT control message, its buffers as the
+// iovec (no copy), and the kernel cuts it into datagrams; a kernel or
+// device that refuses GSO (EIO) turns it off for this Conn and the batch is
+// sent again without it.
 func (c *mmsgConn) WriteBatch(buffs [][]byte, addr netip.AddrPort) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	ua := net.UDPAddrFromAddrPort(addr)
+	defer func() {
+		for i := range c.wmsgs {
+			c.wmsgs[i].Buffers, c.wmsgs[i].Addr, c.wmsgs[i].OOB = nil, nil, nil
+		}
+	}()
 	for len(buffs) > 0 {
-		k := min(len(buffs), len(c.wmsgs))
-		for i := range k {
-			c.wmsgs[i].Buffers[0] = buffs[i]
-			c.wmsgs[i].Addr = ua
+		gso := c.gso.Load()
+		// Fill up to len(wmsgs) messages, each one datagram or one GSO run.
+		k, used := 0, 0
+		for k < len(c.wmsgs) && used < len(buffs) {
+			run := 1
+			if gso {
+				run = gsoRun(buffs[used:])
+			}
+			m := &c.wmsgs[k]
+			m.Buffers, m.Addr, m.OOB = buffs[used:used+run], ua, nil
+			if run > 1 {
+				m.OOB = rawsock.UDPSegmentCmsg(uint16(len(buffs[used])))
+			}
+			k++
+			used += run
 		}
 		n, err := c.pc.WriteBatch(c.wmsgs[:k], 0)
 		if err != nil {
+			if gso && errors.Is(err, syscall.EIO) {
+				c.gso.Store(false)
+				continue
+			}
 			return err
 		}
+		sent := 0
+		for i := range n {
+			sent += len(c.wmsgs[i].Buffers)
+		}
 		c.writeCalls.Add(1)
-		c.writeDatagrams.Add(uint64(n))
-		buffs = buffs[n:]
-	}
-	for i := range c.wmsgs {
-		c.wmsgs[i].Buffers[0], c.wmsgs[i].Addr = nil, nil
+		c.writeDatagrams.Add(uint64(sent))
+		buffs = buffs[sent:]
 	}
 	return nil
 }
+
+// gsoRun is how many of buffs, from the first, can go as one GSO send:
+// equal sizes, the last possibly shorter, within the kernel's limits.
+func gsoRun(buffs [][]byte) int {
+	size := len(buffs[0])
+	if size == 0 {
+		return 1
+	}
+	total, n := 0, 0
+	for n < len(buffs) && n < maxGSOSegments && total+len(buffs[n]) <= maxGSOBytes {
+		l := len(buffs[n])
+		if l > size || l == 0 {
+			break
+		}
+		total += l
+		n++
+		if l < size {
+			break // a shorter segment ends the run
+		}
+	}
+	return max(1, n)
+}
+
+// GSO reports whether UDP GSO is in use.
+func (c *mmsgConn) GSO() bool { return c.gso.Load() }
+
+// disableGSO is for benchmarks that compare with and without GSO.
+func (c *mmsgConn) disableGSO() { c.gso.Store(false) }

@@ -33,12 +33,21 @@ func payload(b []byte, seq uint64) {
 	}
 }
 
-func sizeOf(seq uint64) int { return 8 + int(seq*7919%1400) } // 8 .. 1407 bytes, mixed
+func mixedSize(seq uint64) int { return 8 + int(seq*7919%1400) } // 8 .. 1407 bytes, mixed
+
+// gsoSize is 1,200 bytes, with every 50th datagram shorter: runs of equal
+// sizes that GSO sends whole, ended by a short segment.
+func gsoSize(seq uint64) int {
+	if seq%50 == 49 {
+		return 100
+	}
+	return 1200
+}
 
 // echo moves total datagrams of mixed sizes from a client Conn through an
 // echo server Conn and back, at most window in flight so loopback's socket
 // buffers never overflow, and checks every byte and the order.
-func echo(t *testing.T, upgrade func(*net.UDPConn) Conn, total int) (client, server Stats) {
+func echo(t *testing.T, upgrade func(*net.UDPConn) Conn, total int, sizeOf func(uint64) int) (client, server Stats) {
 	t.Helper()
 	sc, cc := listenUDP(t), listenUDP(t)
 	srv, cli := upgrade(sc), upgrade(cc)
@@ -124,9 +133,11 @@ func TestEchoMillion(t *testing.T) {
 		name    string
 		upgrade func(*net.UDPConn) Conn
 		batched bool
+		sizeOf  func(uint64) int
 	}{
-		{"batched", func(c *net.UDPConn) Conn { return TryUpgrade(c, 64) }, runtime.GOOS == "linux"},
-		{"fallback", func(c *net.UDPConn) Conn { return &singleConn{UDPConn: c} }, false},
+		{"batched", func(c *net.UDPConn) Conn { return TryUpgrade(c, 64) }, runtime.GOOS == "linux", mixedSize},
+		{"batched-gso-runs", func(c *net.UDPConn) Conn { return TryUpgrade(c, 64) }, runtime.GOOS == "linux", gsoSize},
+		{"fallback", func(c *net.UDPConn) Conn { return &singleConn{UDPConn: c} }, false, mixedSize},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := tc.upgrade(listenUDP(t))
@@ -135,11 +146,14 @@ func TestEchoMillion(t *testing.T) {
 			}
 			c.Close()
 			start := time.Now()
-			cs, ss := echo(t, tc.upgrade, total)
+			cs, ss := echo(t, tc.upgrade, total, tc.sizeOf)
 			t.Logf("%d datagrams each way in %v; client: %d datagrams in %d writes, %d in %d reads; server: %d in %d reads",
 				total, time.Since(start).Round(time.Millisecond), cs.WriteDatagrams, cs.WriteCalls, cs.ReadDatagrams, cs.ReadCalls, ss.ReadDatagrams, ss.ReadCalls)
 			if cs.WriteDatagrams != uint64(total) || cs.ReadDatagrams != uint64(total) {
 				t.Fatalf("counted %+v", cs)
+			}
+			if tc.name == "batched-gso-runs" && runtime.GOOS == "linux" && !c.GSO() {
+				t.Log("UDP GSO was off")
 			}
 			if tc.batched && cs.WriteCalls*8 > cs.WriteDatagrams {
 				t.Fatalf("batched writes averaged %.1f datagrams per call", float64(cs.WriteDatagrams)/float64(cs.WriteCalls))

@@ -14,7 +14,14 @@ func BenchmarkSend(b *testing.B) {
 		upgrade func(*net.UDPConn) Conn
 	}{
 		{"single", func(c *net.UDPConn) Conn { return &singleConn{UDPConn: c} }},
-		{"sendmmsg", func(c *net.UDPConn) Conn { return TryUpgrade(c, 64) }},
+		{"sendmmsg", func(c *net.UDPConn) Conn {
+			bc := TryUpgrade(c, 64)
+			if m, ok := bc.(interface{ disableGSO() }); ok {
+				m.disableGSO()
+			}
+			return bc
+		}},
+		{"sendmmsg+gso", func(c *net.UDPConn) Conn { return TryUpgrade(c, 64) }},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			rc, _ := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})

@@ -345,3 +345,14 @@ func SetLinger(rc syscall.RawConn, sec int) error {
 		return nil
 	})
 }
+
+// UDPSegmentCmsg is the control message that asks the kernel to split one
+// send into datagrams of size bytes (UDP GSO, Linux 4.18).
+func UDPSegmentCmsg(size uint16) []byte {
+	b := make([]byte, unix.CmsgSpace(2))
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h.Level, h.Type = unix.SOL_UDP, unix.UDP_SEGMENT
+	h.SetLen(unix.CmsgLen(2))
+	*(*uint16)(unsafe.Pointer(&b[unix.CmsgLen(0)])) = size
+	return b
+}

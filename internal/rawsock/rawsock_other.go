@@ -51,3 +51,6 @@ func CloseWrite(rc syscall.RawConn) error { return ErrUnsupported }
 
 // SetLinger reports ErrUnsupported outside Linux.
 func SetLinger(rc syscall.RawConn, sec int) error { return ErrUnsupported }
+
+// UDPSegmentCmsg returns nil outside Linux: there is no UDP GSO.
+func UDPSegmentCmsg(size uint16) []byte { return nil }
