@@ -30,6 +30,9 @@ type Conn interface {
 	// GSO reports whether writes of equal-sized datagrams go as one UDP
 	// GSO send.
 	GSO() bool
+	// GRO reports whether reads take datagrams the kernel coalesced
+	// (UDP_GRO) and split them.
+	GRO() bool
 	// Stats reads the counters.
 	Stats() Stats
 }
@@ -38,22 +41,31 @@ type Conn interface {
 type Stats struct {
 	ReadCalls, ReadDatagrams   uint64 // syscalls (batches) and datagrams read
 	WriteCalls, WriteDatagrams uint64 // syscalls (batches) and datagrams written
+	// Drops is how many datagrams the kernel dropped for a full receive
+	// queue (SO_RXQ_OVFL), as of the last read; 0 where unavailable.
+	Drops uint64
 }
 
 type counters struct {
-	readCalls, readDatagrams, writeCalls, writeDatagrams atomic.Uint64
+	readCalls, readDatagrams, writeCalls, writeDatagrams, drops atomic.Uint64
 }
 
 func (c *counters) Stats() Stats {
-	return Stats{c.readCalls.Load(), c.readDatagrams.Load(), c.writeCalls.Load(), c.writeDatagrams.Load()}
+	return Stats{c.readCalls.Load(), c.readDatagrams.Load(), c.writeCalls.Load(), c.writeDatagrams.Load(), c.drops.Load()}
 }
 
 // TryUpgrade returns conn as a batching Conn. batchSize bounds the
 // datagrams per syscall (at least 1). Where the platform cannot batch, the
 // Conn loops single reads and writes and Batched reports false.
 func TryUpgrade(conn *net.UDPConn, batchSize int) Conn {
+	return tryUpgrade(conn, batchSize, true)
+}
+
+// tryUpgrade is TryUpgrade with GSO and GRO optional, for the tests and
+// benchmarks that compare the paths.
+func tryUpgrade(conn *net.UDPConn, batchSize int, offload bool) Conn {
 	batchSize = max(1, batchSize)
-	if c := upgrade(conn, batchSize); c != nil {
+	if c := upgrade(conn, batchSize, offload); c != nil {
 		return c
 	}
 	return &singleConn{UDPConn: conn}
@@ -68,6 +80,8 @@ type singleConn struct {
 func (c *singleConn) Batched() bool { return false }
 
 func (c *singleConn) GSO() bool { return false }
+
+func (c *singleConn) GRO() bool { return false }
 
 func (c *singleConn) ReadBatch(msgs []Message) (int, error) {
 	if len(msgs) == 0 {

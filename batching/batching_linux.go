@@ -25,6 +25,15 @@ type mmsgConn struct {
 	counters
 	pc  batchRW
 	gso atomic.Bool // UDP GSO works here; cleared on the first EIO
+	gro bool        // UDP_GRO is on: reads may carry several datagrams
+
+	// With GRO, reads land in big buffers of our own and are split into
+	// the caller's messages; segments that did not fit wait in pending
+	// (they point into bufs, which the next recvmmsg reuses only once
+	// pending is empty).
+	bufs    [][]byte
+	pending []segment
+	segOOB  [][]byte // per write message, its UDP_SEGMENT control message
 
 	rmu   sync.Mutex // one ReadBatch at a time: it owns rmsgs
 	rmsgs []ipv4.Message
@@ -32,7 +41,7 @@ type mmsgConn struct {
 	wmsgs []ipv4.Message
 }
 
-func upgrade(conn *net.UDPConn, batchSize int) Conn {
+func upgrade(conn *net.UDPConn, batchSize int, offload bool) Conn {
 	la, ok := conn.LocalAddr().(*net.UDPAddr)
 	if !ok {
 		return nil
@@ -43,23 +52,49 @@ func upgrade(conn *net.UDPConn, batchSize int) Conn {
 	} else {
 		c.pc = ipv6.NewPacketConn(conn)
 	}
+	c.segOOB = make([][]byte, batchSize)
 	for i := range c.rmsgs {
 		c.rmsgs[i].Buffers = make([][]byte, 1)
+		c.segOOB[i] = make([]byte, rawsock.UDPSegmentSpace)
 	}
-	c.gso.Store(true)
+	c.gso.Store(offload)
+	for i := range c.rmsgs {
+		c.rmsgs[i].OOB = make([]byte, rawsock.UDPControlSpace)
+	}
+	if rc, err := conn.SyscallConn(); err == nil {
+		rawsock.EnableRxqOvfl(rc) // best effort: the drop counter stays 0 without it
+		if offload && rawsock.EnableUDPGRO(rc) == nil {
+			c.gro = true
+			c.bufs = make([][]byte, batchSize)
+			for i := range c.bufs {
+				c.bufs[i] = make([]byte, 1<<16)
+			}
+		}
+	}
 	return c
 }
 
 func (c *mmsgConn) Batched() bool { return true }
 
+type segment struct {
+	data []byte
+	addr netip.AddrPort
+}
+
 // ReadBatch is one recvmmsg: it blocks on the poller until a datagram is
-// queued, then takes up to len(msgs) of them.
+// queued, then takes up to len(msgs) of them. With GRO a message read may
+// hold many datagrams of one size; they are split into msgs (and what does
+// not fit is kept for the next call, which then makes no syscall).
 func (c *mmsgConn) ReadBatch(msgs []Message) (int, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
+	if c.gro {
+		return c.readGRO(msgs)
+	}
 	k := min(len(msgs), len(c.rmsgs))
 	for i := range k {
 		c.rmsgs[i].Buffers[0] = msgs[i].Buf
+		c.rmsgs[i].OOB = c.rmsgs[i].OOB[:cap(c.rmsgs[i].OOB)]
 	}
 	n, err := c.pc.ReadBatch(c.rmsgs[:k], 0)
 	if err != nil {
@@ -71,11 +106,68 @@ func (c *mmsgConn) ReadBatch(msgs []Message) (int, error) {
 			msgs[i].Addr = ua.AddrPort()
 		}
 		c.rmsgs[i].Buffers[0] = nil
+		c.noteDrops(rawsock.ParseUDPControl(c.rmsgs[i].OOB[:c.rmsgs[i].NN]))
 	}
 	c.readCalls.Add(1)
 	c.readDatagrams.Add(uint64(n))
 	return n, nil
 }
+
+func (c *mmsgConn) readGRO(msgs []Message) (int, error) {
+	if len(msgs) == 0 {
+		return 0, nil
+	}
+	if len(c.pending) == 0 {
+		k := min(len(msgs), len(c.rmsgs))
+		for i := range k {
+			c.rmsgs[i].Buffers[0] = c.bufs[i]
+			c.rmsgs[i].OOB = c.rmsgs[i].OOB[:cap(c.rmsgs[i].OOB)]
+		}
+		n, err := c.pc.ReadBatch(c.rmsgs[:k], 0)
+		if err != nil {
+			return 0, err
+		}
+		c.readCalls.Add(1)
+		for i := range n {
+			m := &c.rmsgs[i]
+			var addr netip.AddrPort
+			if ua, ok := m.Addr.(*net.UDPAddr); ok {
+				addr = ua.AddrPort()
+			}
+			data := c.bufs[i][:m.N]
+			ctl := rawsock.ParseUDPControl(m.OOB[:m.NN])
+			c.noteDrops(ctl)
+			size := ctl.GROSize
+			if size <= 0 || size >= len(data) {
+				c.pending = append(c.pending, segment{data, addr})
+				continue
+			}
+			for len(data) > 0 {
+				l := min(size, len(data))
+				c.pending = append(c.pending, segment{data[:l], addr})
+				data = data[l:]
+			}
+		}
+	}
+	n := min(len(msgs), len(c.pending))
+	for i := range n {
+		seg := c.pending[i]
+		msgs[i].N = copy(msgs[i].Buf, seg.data)
+		msgs[i].Addr = seg.addr
+	}
+	c.pending = c.pending[:copy(c.pending, c.pending[n:])]
+	c.readDatagrams.Add(uint64(n))
+	return n, nil
+}
+
+func (c *mmsgConn) noteDrops(ctl rawsock.UDPControl) {
+	if ctl.HasDrop {
+		c.drops.Store(uint64(ctl.Drops))
+	}
+}
+
+// GRO reports whether reads take coalesced datagrams (UDP_GRO).
+func (c *mmsgConn) GRO() bool { return c.gro }
 
 // Limits of one UDP GSO send (include/linux/udp.h, Linux 6.x).
 const (
@@ -111,7 +203,7 @@ func (c *mmsgConn) WriteBatch(buffs [][]byte, addr netip.AddrPort) error {
 			m := &c.wmsgs[k]
 			m.Buffers, m.Addr, m.OOB = buffs[used:used+run], ua, nil
 			if run > 1 {
-				m.OOB = rawsock.UDPSegmentCmsg(uint16(len(buffs[used])))
+				m.OOB = rawsock.PutUDPSegment(c.segOOB[k], uint16(len(buffs[used])))
 			}
 			k++
 			used += run
@@ -159,6 +251,3 @@ func gsoRun(buffs [][]byte) int {
 
 // GSO reports whether UDP GSO is in use.
 func (c *mmsgConn) GSO() bool { return c.gso.Load() }
-
-// disableGSO is for benchmarks that compare with and without GSO.
-func (c *mmsgConn) disableGSO() { c.gso.Store(false) }

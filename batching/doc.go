@@ -5,5 +5,8 @@
 // can and loops single reads and writes where it cannot, and says which
 // (Batched).
 //
-// UDP GSO and GRO (UDP_SEGMENT, UDP_GRO) are not used yet.
+// On Linux it also uses UDP GSO (a run of equal-sized datagrams goes as one
+// send with a UDP_SEGMENT control message; EIO turns it off) and UDP GRO
+// (the kernel hands over coalesced datagrams, split here by the segment
+// size it reports), and reports receive-queue drops (SO_RXQ_OVFL).
 package batching

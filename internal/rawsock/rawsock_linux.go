@@ -346,13 +346,63 @@ func SetLinger(rc syscall.RawConn, sec int) error {
 	})
 }
 
-// UDPSegmentCmsg is the control message that asks the kernel to split one
-// send into datagrams of size bytes (UDP GSO, Linux 4.18).
-func UDPSegmentCmsg(size uint16) []byte {
-	b := make([]byte, unix.CmsgSpace(2))
+// UDPSegmentSpace is the length of a UDP_SEGMENT control message.
+var UDPSegmentSpace = unix.CmsgSpace(2)
+
+// PutUDPSegment writes into b (UDPSegmentSpace bytes) the control message
+// that asks the kernel to split one send into datagrams of size bytes (UDP
+// GSO, Linux 4.18), and returns b.
+func PutUDPSegment(b []byte, size uint16) []byte {
+	b = b[:UDPSegmentSpace]
+	clear(b)
 	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
 	h.Level, h.Type = unix.SOL_UDP, unix.UDP_SEGMENT
 	h.SetLen(unix.CmsgLen(2))
 	*(*uint16)(unsafe.Pointer(&b[unix.CmsgLen(0)])) = size
 	return b
 }
+
+// EnableUDPGRO asks the kernel to hand the socket behind rc coalesced
+// datagrams (UDP_GRO, Linux 5.0); each read then carries the segment size
+// in a control message (see GROSize).
+func EnableUDPGRO(rc syscall.RawConn) error {
+	return Control(rc, func(fd int) error { return setInt(fd, unix.SOL_UDP, unix.UDP_GRO, 1) })
+}
+
+// UDPControl is what connopt reads from a datagram's control messages.
+type UDPControl struct {
+	GROSize int    // segment size of a coalesced read (UDP_GRO), or 0
+	Drops   uint32 // datagrams the socket dropped so far (SO_RXQ_OVFL)
+	HasDrop bool   // Drops was present
+}
+
+// ParseUDPControl reads UDP_GRO and SO_RXQ_OVFL out of oob, without
+// allocating.
+func ParseUDPControl(oob []byte) UDPControl {
+	var c UDPControl
+	for len(oob) > 0 {
+		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
+		if err != nil {
+			break
+		}
+		switch {
+		case h.Level == unix.SOL_UDP && h.Type == unix.UDP_GRO && len(data) >= 4:
+			c.GROSize = int(*(*int32)(unsafe.Pointer(&data[0])))
+		case h.Level == unix.SOL_UDP && h.Type == unix.UDP_GRO && len(data) >= 2:
+			c.GROSize = int(*(*uint16)(unsafe.Pointer(&data[0])))
+		case h.Level == unix.SOL_SOCKET && h.Type == unix.SO_RXQ_OVFL && len(data) >= 4:
+			c.Drops, c.HasDrop = *(*uint32)(unsafe.Pointer(&data[0])), true
+		}
+		oob = rest
+	}
+	return c
+}
+
+// EnableRxqOvfl makes every read carry the socket's drop count
+// (SO_RXQ_OVFL).
+func EnableRxqOvfl(rc syscall.RawConn) error {
+	return Control(rc, func(fd int) error { return setInt(fd, unix.SOL_SOCKET, unix.SO_RXQ_OVFL, 1) })
+}
+
+// UDPControlSpace is the control buffer a read needs for ParseUDPControl.
+var UDPControlSpace = 2 * unix.CmsgSpace(4)

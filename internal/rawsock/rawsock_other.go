@@ -52,5 +52,27 @@ func CloseWrite(rc syscall.RawConn) error { return ErrUnsupported }
 // SetLinger reports ErrUnsupported outside Linux.
 func SetLinger(rc syscall.RawConn, sec int) error { return ErrUnsupported }
 
-// UDPSegmentCmsg returns nil outside Linux: there is no UDP GSO.
-func UDPSegmentCmsg(size uint16) []byte { return nil }
+// UDPSegmentSpace is 0 outside Linux: there is no UDP GSO.
+var UDPSegmentSpace = 0
+
+// PutUDPSegment returns nil outside Linux.
+func PutUDPSegment(b []byte, size uint16) []byte { return nil }
+
+// EnableUDPGRO reports ErrUnsupported outside Linux.
+func EnableUDPGRO(rc syscall.RawConn) error { return ErrUnsupported }
+
+// UDPControl is what connopt reads from a datagram's control messages.
+type UDPControl struct {
+	GROSize int
+	Drops   uint32
+	HasDrop bool
+}
+
+// ParseUDPControl finds nothing outside Linux.
+func ParseUDPControl(oob []byte) UDPControl { return UDPControl{} }
+
+// EnableRxqOvfl reports ErrUnsupported outside Linux.
+func EnableRxqOvfl(rc syscall.RawConn) error { return ErrUnsupported }
+
+// UDPControlSpace is 0 outside Linux.
+var UDPControlSpace = 0
