@@ -35,16 +35,16 @@ soak:
 vet:
 	$(GO) vet ./...
 
-## bench: every benchmark, about 12 minutes on 2 cores: the hello-world comparison, the harnesses, go test -bench
+## bench: every benchmark, about 9 minutes on 2 cores: the hello-world comparison, the harnesses, go test -bench
 bench: bench-http bench-ports bench-sockpool bench-client bench-batching bench-go
 
-## bench-quick: a one-minute subset: stock fasthttp vs connopt, keep-alive and churn, one round
+## bench-quick: a half-minute subset: stock fasthttp vs connopt, keep-alive and churn, one round
 bench-quick: bench-deps
 	$(GO) build -o bin/httpbench ./benchmarks/httpbench
 	./bin/httpbench -servers fasthttp,connopt -loads keep-alive,churn -rounds 1 -d 3s
 
 bench-go:
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 20000x ./...
 
 ## bench-http: six hello-world servers x three loads, alternated; writes benchmarks/results/{latest.md,cpu.svg,syscalls.svg}
 bench-http: bench-deps

@@ -36,6 +36,7 @@ import (
 
 	"github.com/connopt/connopt/benchmarks/internal/measure"
 	"github.com/connopt/connopt/client"
+	"github.com/connopt/connopt/internal/nsexec"
 	"github.com/connopt/connopt/ports"
 )
 
@@ -177,15 +178,7 @@ func syscallPhase(n, rounds int) string {
 		log.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go closeEvery(ln)
 	hln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		log.Fatal(err)
@@ -255,30 +248,15 @@ func namespacePhase(rounds int) string {
 
 	// The upstream listens inside the namespace.
 	var ln net.Listener
-	func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		orig, _ := netns.Get()
-		defer orig.Close()
-		netns.Set(target)
+	if err := nsexec.Do(name, func() error {
+		var err error
 		ln, err = net.Listen("tcp4", "127.0.0.1:0")
-		if err := netns.Set(orig); err != nil {
-			log.Fatal(err)
-		}
-	}()
-	if err != nil {
+		return err
+	}); err != nil {
 		log.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go closeEvery(ln)
 	addr := ln.Addr().String()
 	d, err := client.NewDialer(client.Config{Namespace: name, PoolSize: 256})
 	if err != nil {
@@ -450,6 +428,18 @@ func fillPhase(rounds int) string {
 	}
 	b.WriteString("\n")
 	return b.String()
+}
+
+// closeEvery accepts and closes connections until ln is closed: an
+// upstream for dials that are measured and dropped.
+func closeEvery(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Close()
+	}
 }
 
 func must(args ...string) {
