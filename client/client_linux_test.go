@@ -370,7 +370,7 @@ func TestConnShape(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	sc, err := ln.AcceptConn()
+	sc, err := ln.Accept()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -381,7 +381,7 @@ func TestConnShape(t *testing.T) {
 		t.Fatalf("LocalAddr is %T", c.LocalAddr())
 	}
 	// The server resets: the client's write error matches ErrPeerClosed.
-	sc.SetLinger(0)
+	sc.(*net.TCPConn).SetLinger(0)
 	sc.Close()
 	var werr error
 	for range 100 {

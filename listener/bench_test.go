@@ -34,15 +34,12 @@ func BenchmarkWrite(b *testing.B) {
 		wrap bool
 	}{{"TCPConn", false}, {"Conn", true}} {
 		b.Run(tc.name, func(b *testing.B) {
-			ln, err := Listen("tcp", "127.0.0.1:0", nil)
+			ln, err := Listen("tcp", "127.0.0.1:0", &Config{WrapConns: tc.wrap})
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer ln.Close()
-			var c net.Conn = benchPair(b, ln)
-			if !tc.wrap {
-				c = c.(*Conn).TCPConn
-			}
+			c := benchPair(b, ln)
 			b.ReportAllocs()
 			b.SetBytes(int64(len(msg)))
 			for b.Loop() {

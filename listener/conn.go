@@ -2,15 +2,19 @@ package listener
 
 import "github.com/connopt/connopt/internal/tcpconn"
 
-// Conn is an accepted connection: a *net.TCPConn (embedded as the field
-// TCPConn) whose Read, Write and ReadFrom errors match ErrPeerClosed when the
-// peer has gone away. It adds no syscall and no allocation to a successful
-// Read or Write. ReadFrom keeps sendfile. The same type is what connopt's
-// dialers return.
+// Conn is what Accept returns with Config.WrapConns: an accepted
+// *net.TCPConn with active-connection and peer-closed counting and lazy
+// deadlines. Every I/O path keeps net.Conn's meaning: Read, Write, ReadFrom
+// (sendfile and splice kept), WriteTo and net.Buffers (one Write per
+// buffer) time out at the deadline last set, never earlier or later; a
+// zero deadline clears at once. Read, Write, ReadFrom and WriteTo errors
+// match ErrPeerClosed when the peer has gone away. CloseWrite, CloseRead,
+// SetLinger, SetNoDelay, the keep-alive setters, SyscallConn and the
+// *net.TCPAddr addresses are the standard library's.
 //
-// One thing a wrapper cannot keep: fasthttp sends a response larger than its
-// write buffer with a single writev only when the connection's dynamic type
-// is *net.TCPConn; through Conn such a response takes two writes.
+// Conn is not a *net.TCPConn: code that asserts that type, and fasthttp's
+// single-writev path for responses larger than its write buffer, need the
+// default (WrapConns off).
 type Conn = tcpconn.Conn
 
 // ErrPeerClosed matches (with errors.Is) the error of a Read or Write on a
@@ -19,6 +23,6 @@ type Conn = tcpconn.Conn
 var ErrPeerClosed = tcpconn.ErrPeerClosed
 
 // IsPeerClosed reports whether err says that the peer has gone away (EPIPE
-// or ECONNRESET). It works on errors from any net.Conn, not only Conn, so
-// that code holding a plain *net.TCPConn can make the same decision.
+// or ECONNRESET). It works on errors from any net.Conn, so that code
+// holding the default *net.TCPConn makes the same decision.
 func IsPeerClosed(err error) bool { return tcpconn.IsPeerClosed(err) }

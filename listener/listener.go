@@ -31,9 +31,14 @@ const (
 	minAcceptBackoff = 5 * time.Millisecond
 )
 
-// ErrUnsupportedNetwork is returned by Listen for networks other than tcp,
-// tcp4 and tcp6.
-var ErrUnsupportedNetwork = errors.New("listener: unsupported network")
+var (
+	// ErrUnsupportedNetwork is returned by Listen for networks other than
+	// tcp, tcp4 and tcp6.
+	ErrUnsupportedNetwork = errors.New("listener: unsupported network")
+	// ErrInvalidConfig is returned by Listen for a Config value that has
+	// no meaning, such as a negative duration or size.
+	ErrInvalidConfig = errors.New("listener: invalid Config")
+)
 
 // Config configures a Listener. The zero value (or a nil *Config) is what an
 // HTTP server wants: keep-alive with Go's timings, TCP_DEFER_ACCEPT of one
@@ -78,8 +83,17 @@ type Config struct {
 
 	// MaxAcceptBackoff bounds the sleep after Accept hits EMFILE, ENFILE,
 	// ENOBUFS or ENOMEM. The sleep starts at 5ms and doubles. Zero means
-	// DefaultMaxAcceptBackoff.
+	// DefaultMaxAcceptBackoff; it must be at least 5ms.
 	MaxAcceptBackoff time.Duration
+
+	// WrapConns makes Accept return a *Conn instead of the standard
+	// *net.TCPConn: it counts active connections and reads and writes that
+	// found the peer gone (Metrics), and applies later deadlines lazily
+	// (fasthttp's per-request deadline updates become nearly free). Off by
+	// default: the options above need no wrapper, and code that asserts
+	// conn.(*net.TCPConn), or fasthttp's single-writev path for large
+	// responses, needs the standard type.
+	WrapConns bool
 
 	// Metrics receives the listener's counters. Nil means a new Metrics
 	// for this listener; ListenShards shares one between its shards.
@@ -103,13 +117,42 @@ func orDefault[T int | time.Duration](v, def T) T {
 	return v
 }
 
+// validate rejects values that have no meaning. The rule, here and in the
+// other packages: zero means the documented default; a negative value is
+// an error, except where a field documents that negative turns the feature
+// off (DeferAccept).
+func (c *Config) validate() error {
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"Backlog", int64(c.Backlog)},
+		{"KeepAliveIdle", int64(c.KeepAliveIdle)},
+		{"KeepAliveInterval", int64(c.KeepAliveInterval)},
+		{"KeepAliveCount", int64(c.KeepAliveCount)},
+		{"FastOpenQueue", int64(c.FastOpenQueue)},
+		{"ReadBuffer", int64(c.ReadBuffer)},
+		{"WriteBuffer", int64(c.WriteBuffer)},
+		{"MaxAcceptBackoff", int64(c.MaxAcceptBackoff)},
+	} {
+		if f.v < 0 {
+			return fmt.Errorf("%w: %s is negative (%d)", ErrInvalidConfig, f.name, f.v)
+		}
+	}
+	if c.MaxAcceptBackoff != 0 && c.MaxAcceptBackoff < minAcceptBackoff {
+		return fmt.Errorf("%w: MaxAcceptBackoff %v is below the first back-off step (%v)", ErrInvalidConfig, c.MaxAcceptBackoff, minAcceptBackoff)
+	}
+	return nil
+}
+
 // Listener is a TCP listener whose accepted connections inherit their socket
 // options from the listening socket. It implements net.Listener; Accept
-// returns a *Conn.
+// returns a *net.TCPConn, or a *Conn with Config.WrapConns.
 type Listener struct {
 	tl         *net.TCPListener
 	metrics    *Metrics
 	maxBackoff time.Duration
+	wrap       bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -134,8 +177,8 @@ func ListenContext(ctx context.Context, network, address string, cfg *Config) (*
 	if cfg == nil {
 		cfg = &Config{}
 	}
-	if cfg.Backlog < 0 || cfg.FastOpenQueue < 0 || cfg.ReadBuffer < 0 || cfg.WriteBuffer < 0 || cfg.KeepAliveCount < 0 {
-		return nil, fmt.Errorf("listener: negative Backlog, FastOpenQueue, ReadBuffer, WriteBuffer or KeepAliveCount in Config")
+	if err := cfg.validate(); err != nil {
+		return nil, &net.OpError{Op: "listen", Net: network, Err: err}
 	}
 	tl, err := listenTCP(ctx, network, address, cfg)
 	if err != nil {
@@ -145,10 +188,14 @@ func ListenContext(ctx context.Context, network, address string, cfg *Config) (*
 	if m == nil {
 		m = NewMetrics()
 	}
+	if cfg.WrapConns {
+		m.wrapped.Store(true)
+	}
 	return &Listener{
 		tl:         tl,
 		metrics:    m,
 		maxBackoff: orDefault(cfg.MaxAcceptBackoff, DefaultMaxAcceptBackoff),
+		wrap:       cfg.WrapConns,
 		done:       make(chan struct{}),
 	}, nil
 }
@@ -160,7 +207,7 @@ func ListenContext(ctx context.Context, network, address string, cfg *Config) (*
 // new Metrics if nil). On error no listener is left open.
 func ListenShards(network, address string, n int, cfg *Config) ([]*Listener, error) {
 	if n < 1 {
-		return nil, fmt.Errorf("listener: %d shards, want at least 1", n)
+		return nil, &net.OpError{Op: "listen", Net: network, Err: fmt.Errorf("%w: %d shards, want at least 1", ErrInvalidConfig, n)}
 	}
 	c := Config{}
 	if cfg != nil {
@@ -188,25 +235,20 @@ func ListenShards(network, address string, n int, cfg *Config) ([]*Listener, err
 	return lns, nil
 }
 
-// Accept waits for and returns the next connection, a *Conn. Out of
-// descriptors or kernel memory, it backs off and tries again rather than
-// failing; after Close it returns an error that wraps net.ErrClosed.
+// Accept waits for and returns the next connection: a *net.TCPConn, or a
+// *Conn with Config.WrapConns. Out of descriptors or kernel memory, it
+// backs off and tries again rather than failing; after Close it returns an
+// error that wraps net.ErrClosed.
 func (l *Listener) Accept() (net.Conn, error) {
-	c, err := l.AcceptConn()
-	if err != nil {
-		return nil, err
-	}
-	return c, nil
-}
-
-// AcceptConn is Accept returning the concrete type.
-func (l *Listener) AcceptConn() (*Conn, error) {
 	var delay time.Duration
 	for {
 		tc, err := l.tl.AcceptTCP()
 		if err == nil {
 			l.metrics.accepted.Add(1)
-			return tcpconn.New(tc, &l.metrics.conns, nil), nil
+			if l.wrap {
+				return tcpconn.New(tc, &l.metrics.conns, nil), nil
+			}
+			return tc, nil
 		}
 		reason := classifyAcceptError(err)
 		if reason == acceptErrClosed {

@@ -55,7 +55,7 @@ func TestAcceptedSocketInheritsOptions(t *testing.T) {
 			ln := listenT(t, tc.cfg)
 			lo := readOptions(t, ln)
 			sc, _ := pair(t, ln)
-			got := readOptions(t, sc)
+			got := readOptions(t, sc.(syscall.Conn))
 
 			if got.NoDelay != tc.want.NoDelay || got.KeepAlive != tc.want.KeepAlive {
 				t.Fatalf("accepted: nodelay %v keepalive %v, want %v %v", got.NoDelay, got.KeepAlive, tc.want.NoDelay, tc.want.KeepAlive)
@@ -101,9 +101,9 @@ func TestListenerOnlyOptions(t *testing.T) {
 // Accept; once the request arrives it is, and the first read finds it.
 func TestDeferAccept(t *testing.T) {
 	ln := listenT(t, &Config{DeferAccept: 5 * time.Second})
-	accepted := make(chan *Conn, 1)
+	accepted := make(chan net.Conn, 1)
 	go func() {
-		c, err := ln.AcceptConn()
+		c, err := ln.Accept()
 		if err == nil {
 			accepted <- c
 		}
@@ -125,7 +125,7 @@ func TestDeferAccept(t *testing.T) {
 	select {
 	case c := <-accepted:
 		defer c.Close()
-		if n, _ := unix.IoctlGetInt(int(fdOf(t, c)), unix.SIOCINQ); n == 0 {
+		if n, _ := unix.IoctlGetInt(int(fdOf(t, c.(syscall.Conn))), unix.SIOCINQ); n == 0 {
 			t.Fatal("accepted socket has no bytes queued")
 		}
 	case <-time.After(5 * time.Second):

@@ -170,7 +170,7 @@ func TestFasthttpSendFile(t *testing.T) {
 // response: the server learns it from the write error (counted as a peer
 // close), keeps serving others, and leaks nothing.
 func TestFasthttpResetMidResponse(t *testing.T) {
-	ln := listenT(t, nil)
+	ln := listenT(t, &Config{WrapConns: true})
 	huge := pattern(32 << 20)
 	serve(t, ln, func(ctx *fasthttp.RequestCtx) {
 		if string(ctx.Path()) == "/huge" {
@@ -222,15 +222,15 @@ func TestFasthttpResetMidResponse(t *testing.T) {
 }
 
 // pair returns an accepted Conn and the client side of it.
-func pair(t *testing.T, ln *Listener) (*Conn, *net.TCPConn) {
+func pair(t *testing.T, ln *Listener) (net.Conn, *net.TCPConn) {
 	t.Helper()
 	type res struct {
-		c   *Conn
+		c   net.Conn
 		err error
 	}
 	ch := make(chan res, 1)
 	go func() {
-		c, err := ln.AcceptConn()
+		c, err := ln.Accept()
 		ch <- res{c, err}
 	}()
 	cc, err := net.Dial("tcp", ln.Addr().String())
@@ -254,7 +254,7 @@ func pair(t *testing.T, ln *Listener) (*Conn, *net.TCPConn) {
 }
 
 func TestErrPeerClosedOnWrite(t *testing.T) {
-	ln := listenT(t, nil)
+	ln := listenT(t, &Config{WrapConns: true})
 	sc, cc := pair(t, ln)
 	cc.SetLinger(0)
 	cc.Close()
@@ -289,7 +289,7 @@ func TestErrPeerClosedOnWrite(t *testing.T) {
 }
 
 func TestErrPeerClosedOnRead(t *testing.T) {
-	ln := listenT(t, nil)
+	ln := listenT(t, &Config{WrapConns: true})
 	sc, cc := pair(t, ln)
 	cc.SetLinger(0)
 	cc.Close()
@@ -305,7 +305,7 @@ func TestErrPeerClosedOnRead(t *testing.T) {
 
 // Errors that are not a vanished peer must not match.
 func TestErrPeerClosedOnlyForPeer(t *testing.T) {
-	ln := listenT(t, nil)
+	ln := listenT(t, &Config{WrapConns: true})
 	sc, cc := pair(t, ln)
 
 	// An orderly close is EOF, not an error.
@@ -338,8 +338,17 @@ func TestErrPeerClosedOnlyForPeer(t *testing.T) {
 }
 
 func TestConnKeepsStdlibShape(t *testing.T) {
-	ln := listenT(t, nil)
+	for _, wrap := range []bool{false, true} {
+		t.Run(fmt.Sprintf("WrapConns=%v", wrap), func(t *testing.T) { testConnShape(t, wrap) })
+	}
+}
+
+func testConnShape(t *testing.T, wrap bool) {
+	ln := listenT(t, &Config{WrapConns: wrap})
 	sc, cc := pair(t, ln)
+	if _, isTCP := sc.(*net.TCPConn); isTCP == wrap {
+		t.Fatalf("WrapConns %v: accepted a %T", wrap, sc)
+	}
 	if _, ok := sc.RemoteAddr().(*net.TCPAddr); !ok {
 		t.Errorf("RemoteAddr is %T", sc.RemoteAddr())
 	}
@@ -357,7 +366,7 @@ func TestConnKeepsStdlibShape(t *testing.T) {
 		t.Error("no syscall.Conn")
 	}
 	// CloseWrite sends FIN and leaves the read side open.
-	if err := sc.CloseWrite(); err != nil {
+	if err := sc.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := cc.Read(make([]byte, 1)); err != io.EOF {
@@ -463,7 +472,7 @@ func TestListenBadInput(t *testing.T) {
 }
 
 func TestMetricsCollector(t *testing.T) {
-	ln := listenT(t, nil)
+	ln := listenT(t, &Config{WrapConns: true})
 	serve(t, ln, hello)
 	reg := prometheus.NewRegistry()
 	if err := reg.Register(ln.Metrics()); err != nil {
@@ -499,6 +508,12 @@ connopt_listener_active_connections 2
 	}
 	if n := testutil.CollectAndCount(ln.Metrics()); n != 10 {
 		t.Fatalf("collector exposes %d series, want 10", n)
+	}
+	// Without WrapConns nothing counts active connections: the series is
+	// left out rather than reported as 0.
+	plain := listenT(t, nil)
+	if n := testutil.CollectAndCount(plain.Metrics()); n != 7 {
+		t.Fatalf("collector of a plain listener exposes %d series, want 7", n)
 	}
 	if err := testutil.CollectAndCompare(ln.Metrics(), strings.NewReader(""), "connopt_listener_accept_errors_total"); err == nil {
 		t.Fatal("accept errors series missing")

@@ -20,6 +20,9 @@ type Metrics struct {
 	conns        tcpconn.Counters
 	acceptErrors [numAcceptErrReasons]atomic.Uint64
 	backoffNanos atomic.Uint64
+	// wrapped is set once a listener with WrapConns reports here: only
+	// then are the active and peer-closed series known.
+	wrapped atomic.Bool
 }
 
 // NewMetrics returns zeroed counters.
@@ -27,7 +30,11 @@ func NewMetrics() *Metrics { return &Metrics{} }
 
 // Stats is a snapshot of Metrics.
 type Stats struct {
-	Accepted        uint64
+	Accepted uint64
+	// Active, PeerClosedRead and PeerClosedWrite are counted only for
+	// connections accepted with Config.WrapConns (the standard
+	// *net.TCPConn has no hook to count them); they are 0 otherwise, and
+	// the collector leaves their series out.
 	Active          int64
 	PeerClosedRead  uint64
 	PeerClosedWrite uint64
@@ -77,9 +84,11 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector.
 func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descAccepted, prometheus.CounterValue, float64(m.accepted.Load()))
-	ch <- prometheus.MustNewConstMetric(descActive, prometheus.GaugeValue, float64(m.conns.Active.Load()))
-	ch <- prometheus.MustNewConstMetric(descPeerClosed, prometheus.CounterValue, float64(m.conns.PeerClosedRead.Load()), "read")
-	ch <- prometheus.MustNewConstMetric(descPeerClosed, prometheus.CounterValue, float64(m.conns.PeerClosedWrite.Load()), "write")
+	if m.wrapped.Load() {
+		ch <- prometheus.MustNewConstMetric(descActive, prometheus.GaugeValue, float64(m.conns.Active.Load()))
+		ch <- prometheus.MustNewConstMetric(descPeerClosed, prometheus.CounterValue, float64(m.conns.PeerClosedRead.Load()), "read")
+		ch <- prometheus.MustNewConstMetric(descPeerClosed, prometheus.CounterValue, float64(m.conns.PeerClosedWrite.Load()), "write")
+	}
 	for i := range m.acceptErrors {
 		ch <- prometheus.MustNewConstMetric(descAcceptErrors, prometheus.CounterValue, float64(m.acceptErrors[i].Load()), acceptErrNames[i])
 	}

@@ -46,8 +46,15 @@ type Config struct {
 	// Serve loop. Zero means GOMAXPROCS.
 	Shards int
 	// Listener configures the listening sockets (its Metrics field is
-	// ignored: the server makes one Metrics for all shards).
+	// ignored: the server makes one Metrics for all shards, and WrapConns
+	// is decided by PlainConns).
 	Listener listener.Config
+	// PlainConns hands the handler the standard *net.TCPConn
+	// (ctx.Conn().(*net.TCPConn) holds, fasthttp writes large responses
+	// with one writev) instead of a *listener.Conn. The server then loses
+	// the listener's active and peer-closed series and the lazy deadlines
+	// that make its three per-request timeouts nearly free.
+	PlainConns bool
 	// Namespace, if set, is the network namespace (name or path) to listen
 	// in; the handler runs as usual.
 	Namespace string
@@ -131,13 +138,14 @@ func New(handler fasthttp.RequestHandler, cfg Config) (*Server, error) {
 
 	lc := cfg.Listener
 	lc.Metrics = listener.NewMetrics()
+	lc.WrapConns = !cfg.PlainConns
 	err := nsexec.Do(cfg.Namespace, func() error {
 		var err error
 		if s.lns, err = listener.ListenShards("tcp", cfg.Addr, cfg.Shards, &lc); err != nil {
 			return err
 		}
 		if !cfg.DisableMetrics && cfg.MetricsAddr != "" {
-			s.metricsLn, err = listener.Listen("tcp", cfg.MetricsAddr, &listener.Config{Metrics: lc.Metrics})
+			s.metricsLn, err = listener.Listen("tcp", cfg.MetricsAddr, &listener.Config{Metrics: lc.Metrics, WrapConns: lc.WrapConns})
 		}
 		return err
 	})

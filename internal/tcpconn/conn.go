@@ -1,9 +1,12 @@
-// Package tcpconn is the connection type connopt hands out, from the
-// listener (Conn, over a *net.TCPConn) and from the dialer (FileConn, over
-// an *os.File holding a socket the dialer connected itself): both learn that
-// the peer went away from the error of the I/O they were doing anyway, never
-// from a probe, and both tell their owner on Close whether the peer had
-// closed first. The bookkeeping is one shared type, state.
+// Package tcpconn is the connection wrapper connopt hands out where it must
+// know when a connection ends: listener connections with WrapConns (Conn,
+// over a *net.TCPConn), ports.DialContext (Conn) and the dialer (FileConn,
+// over an *os.File holding a socket the dialer connected itself). Both
+// learn that the peer went away from the error of the I/O they were doing
+// anyway, never from a probe; both tell their owner on Close whether the
+// peer had closed first; both keep net.Conn's deadline meaning on every
+// I/O path while applying later deadlines lazily. The I/O and deadline
+// logic is one shared type, state.
 package tcpconn
 
 import (
@@ -26,8 +29,24 @@ type Counters struct {
 	PeerClosedWrite atomic.Uint64
 }
 
-// state is what both connection types keep beside their descriptor.
+// stream is what *net.TCPConn and *os.File have in common: the I/O paths
+// state wraps.
+type stream interface {
+	io.Reader
+	io.Writer
+	io.ReaderFrom
+	io.WriterTo
+	SetReadDeadline(time.Time) error
+	SetWriteDeadline(time.Time) error
+}
+
+// state is the I/O, deadline and close bookkeeping of both connection
+// types.
 type state struct {
+	s stream
+	// shape turns an error of s into what net would have returned; nil
+	// when s is a *net.TCPConn, whose errors already are.
+	shape    func(op string, err error) error
 	counters *Counters
 	onClose  func(peerClosed bool)
 	closed   atomic.Bool
@@ -39,23 +58,122 @@ type state struct {
 	readDeadline, writeDeadline lazyDeadline
 }
 
-func (s *state) init(counters *Counters, onClose func(bool)) {
-	s.counters, s.onClose = counters, onClose
+func (s *state) init(st stream, shape func(string, error) error, counters *Counters, onClose func(bool)) {
+	s.s, s.shape, s.counters, s.onClose = st, shape, counters, onClose
 	counters.Active.Add(1)
 }
 
-// afterRead classifies a read error: io.EOF stays io.EOF, a reset matches
-// ErrPeerClosed.
-func (s *state) afterRead(err error) error {
-	if err == io.EOF {
-		s.peerGone.Store(true)
+func (s *state) fix(op string, err error) error {
+	if s.shape == nil || err == nil || err == io.EOF {
 		return err
 	}
-	return s.peerClosed(err, &s.counters.PeerClosedRead)
+	return s.shape(op, err)
 }
 
-func (s *state) afterWrite(err error) error {
-	return s.peerClosed(err, &s.counters.PeerClosedWrite)
+// Read reads from the connection. A reset from the peer matches
+// ErrPeerClosed; an orderly close is io.EOF as usual.
+func (s *state) Read(b []byte) (int, error) {
+	for {
+		n, err := s.s.Read(b)
+		if err == nil {
+			return n, nil
+		}
+		if err == io.EOF {
+			s.peerGone.Store(true)
+			return n, err
+		}
+		// A timed-out read took nothing (internal/poll returns 0 with
+		// the error), so it can be retried if the deadline moved.
+		if n > 0 || !s.readDeadline.retry(err, s.s.SetReadDeadline) {
+			return n, s.peerClosed(s.fix("read", err), &s.counters.PeerClosedRead)
+		}
+	}
+}
+
+// Write writes all of b unless an error stops it. If the peer has gone away
+// the error matches ErrPeerClosed.
+func (s *state) Write(b []byte) (int, error) {
+	written := 0
+	for {
+		n, err := s.s.Write(b[written:])
+		written += n
+		if err == nil {
+			return written, nil
+		}
+		// A timed-out write reports exactly what it wrote: retrying with
+		// the rest loses nothing.
+		if !s.writeDeadline.retry(err, s.s.SetWriteDeadline) {
+			return written, s.peerClosed(s.fix("write", err), &s.counters.PeerClosedWrite)
+		}
+	}
+}
+
+// ReadFrom implements io.ReaderFrom with the standard library's sendfile
+// and splice paths. It runs once with the wanted write deadline on the
+// descriptor; see lazyDeadline.
+func (s *state) ReadFrom(r io.Reader) (int64, error) {
+	s.writeDeadline.startBulk(s.s.SetWriteDeadline)
+	defer s.writeDeadline.endBulk()
+	n, err := s.s.ReadFrom(r)
+	if err != nil && !otherSide(err, "read") {
+		err = s.peerClosed(s.fix("readfrom", err), &s.counters.PeerClosedWrite)
+	} else {
+		err = s.fix("readfrom", err)
+	}
+	return n, err
+}
+
+// WriteTo implements io.WriterTo with the standard library's splice path.
+// It runs once with the wanted read deadline on the descriptor.
+func (s *state) WriteTo(w io.Writer) (int64, error) {
+	s.readDeadline.startBulk(s.s.SetReadDeadline)
+	defer s.readDeadline.endBulk()
+	n, err := s.s.WriteTo(w)
+	if err != nil && !otherSide(err, "write") {
+		err = s.peerClosed(s.fix("writeto", err), &s.counters.PeerClosedRead)
+	} else {
+		err = s.fix("writeto", err)
+	}
+	return n, err
+}
+
+// otherSide reports whether an error of ReadFrom or WriteTo came from the
+// other end of the copy (its read, or its write, as op says) rather than
+// from this connection: the peer-closed counters are this connection's.
+func otherSide(err error, op string) bool {
+	var oe *net.OpError
+	if errors.As(err, &oe) && (oe.Op == "readfrom" || oe.Op == "writeto") {
+		err = oe.Err
+	}
+	return errors.As(err, &oe) && oe.Op == op
+}
+
+// SetDeadline sets both deadlines; see SetReadDeadline.
+func (s *state) SetDeadline(t time.Time) error {
+	if err := s.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return s.SetWriteDeadline(t)
+}
+
+// SetReadDeadline sets the read deadline with net.Conn's meaning on every
+// I/O path. A deadline later than the one in force reaches the runtime's
+// timer only if the earlier one fires first, which makes fasthttp's
+// per-request updates nearly free; an earlier or zero deadline applies at
+// once.
+func (s *state) SetReadDeadline(t time.Time) error {
+	if s.closed.Load() {
+		return s.fix("set", s.s.SetReadDeadline(t))
+	}
+	return s.fix("set", s.readDeadline.set(t, s.s.SetReadDeadline))
+}
+
+// SetWriteDeadline sets the write deadline; see SetReadDeadline.
+func (s *state) SetWriteDeadline(t time.Time) error {
+	if s.closed.Load() {
+		return s.fix("set", s.s.SetWriteDeadline(t))
+	}
+	return s.fix("set", s.writeDeadline.set(t, s.s.SetWriteDeadline))
 }
 
 // afterClose runs the first time the connection is closed.
@@ -99,16 +217,29 @@ func (e *peerClosedError) Error() string        { return e.err.Error() }
 func (e *peerClosedError) Unwrap() error        { return e.err }
 func (e *peerClosedError) Is(target error) bool { return target == ErrPeerClosed }
 
-// Conn is a *net.TCPConn (embedded, so SyscallConn, CloseWrite, SetLinger,
-// deadlines and addresses are the standard library's) with the shared state.
-// Nothing is added to a successful Read or Write.
-//
-// ReadFrom is forwarded, so io.Copy from an *os.File still uses sendfile.
-// One thing a wrapper cannot keep: fasthttp sends a response larger than its
-// write buffer with a single writev only when the connection's dynamic type
-// is *net.TCPConn; through Conn such a response takes two writes.
+// Timeout and Temporary give the answers *net.OpError gives for the
+// wrapped error, so net.Error callers see no difference.
+func (e *peerClosedError) Timeout() bool {
+	t, ok := e.err.(interface{ Timeout() bool })
+	return ok && t.Timeout()
+}
+
+func (e *peerClosedError) Temporary() bool {
+	var errno syscall.Errno
+	return errors.As(e.err, &errno) && errno.Temporary()
+}
+
+// Conn wraps a *net.TCPConn with the shared state. It does not embed the
+// *net.TCPConn: every method it has is defined here, so no I/O path reaches
+// the socket without the deadline and peer-closed handling (an embedded
+// *net.TCPConn would also bring net's unexported writeBuffers, through
+// which net.Buffers would write past a lazily kept deadline). The cost:
+// net.Buffers writes one buffer per Write, and fasthttp's single-writev
+// path for large responses, which needs the dynamic type *net.TCPConn, is
+// not taken. Addresses are *net.TCPAddr; ReadFrom keeps sendfile and
+// splice; SyscallConn and CloseWrite are the standard library's.
 type Conn struct {
-	*net.TCPConn
+	tc *net.TCPConn
 	state
 }
 
@@ -123,83 +254,52 @@ var (
 // New wraps tc. counters must not be nil; onClose, if not nil, runs once,
 // on the first Close, with whether the peer had closed first.
 func New(tc *net.TCPConn, counters *Counters, onClose func(peerClosed bool)) *Conn {
-	c := &Conn{TCPConn: tc}
-	c.init(counters, onClose)
+	c := &Conn{tc: tc}
+	c.init(tc, nil, counters, onClose)
 	return c
-}
-
-// Read reads from the connection. A reset from the peer matches
-// ErrPeerClosed; an orderly close is io.EOF as usual.
-func (c *Conn) Read(b []byte) (int, error) {
-	for {
-		n, err := c.TCPConn.Read(b)
-		if err == nil {
-			return n, nil
-		}
-		if c.readDeadline.expired(err, c.TCPConn.SetReadDeadline) {
-			return n, c.afterRead(err)
-		}
-		// A deadline the caller has since moved later fired: go on.
-	}
-}
-
-// Write writes to the connection. If the peer has gone away the error
-// matches ErrPeerClosed.
-func (c *Conn) Write(b []byte) (int, error) {
-	written := 0
-	for {
-		n, err := c.TCPConn.Write(b[written:])
-		written += n
-		if err == nil {
-			return written, nil
-		}
-		if c.writeDeadline.expired(err, c.TCPConn.SetWriteDeadline) {
-			return written, c.afterWrite(err)
-		}
-	}
-}
-
-// ReadFrom implements io.ReaderFrom with the standard library's sendfile and
-// splice paths.
-func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
-	var total int64
-	for {
-		n, err := c.TCPConn.ReadFrom(r)
-		total += n
-		if err == nil {
-			return total, nil
-		}
-		if c.writeDeadline.expired(err, c.TCPConn.SetWriteDeadline) {
-			return total, c.afterWrite(err)
-		}
-	}
-}
-
-// SetDeadline sets both deadlines; see SetReadDeadline.
-func (c *Conn) SetDeadline(t time.Time) error {
-	if err := c.SetReadDeadline(t); err != nil {
-		return err
-	}
-	return c.SetWriteDeadline(t)
-}
-
-// SetReadDeadline sets the read deadline with net.Conn's meaning. A deadline
-// later than the one in force reaches the runtime's timer only if the
-// earlier one fires first (see lazyDeadline), which makes the per-request
-// updates of fasthttp's timeouts nearly free.
-func (c *Conn) SetReadDeadline(t time.Time) error {
-	return c.readDeadline.set(t, c.TCPConn.SetReadDeadline)
-}
-
-// SetWriteDeadline sets the write deadline; see SetReadDeadline.
-func (c *Conn) SetWriteDeadline(t time.Time) error {
-	return c.writeDeadline.set(t, c.TCPConn.SetWriteDeadline)
 }
 
 // Close closes the connection. It may be called more than once; only the
 // first call counts and runs the owner's hook.
 func (c *Conn) Close() error {
-	err := c.TCPConn.Close()
+	err := c.tc.Close()
 	c.afterClose()
 	return err
 }
+
+// CloseRead shuts down the reading side.
+func (c *Conn) CloseRead() error { return c.tc.CloseRead() }
+
+// CloseWrite shuts down the writing side (sends FIN).
+func (c *Conn) CloseWrite() error { return c.tc.CloseWrite() }
+
+// LocalAddr is the local address, a *net.TCPAddr.
+func (c *Conn) LocalAddr() net.Addr { return c.tc.LocalAddr() }
+
+// RemoteAddr is the peer's address, a *net.TCPAddr.
+func (c *Conn) RemoteAddr() net.Addr { return c.tc.RemoteAddr() }
+
+// SetKeepAlive is *net.TCPConn's.
+func (c *Conn) SetKeepAlive(on bool) error { return c.tc.SetKeepAlive(on) }
+
+// SetKeepAlivePeriod is *net.TCPConn's.
+func (c *Conn) SetKeepAlivePeriod(d time.Duration) error { return c.tc.SetKeepAlivePeriod(d) }
+
+// SetKeepAliveConfig is *net.TCPConn's.
+func (c *Conn) SetKeepAliveConfig(cfg net.KeepAliveConfig) error { return c.tc.SetKeepAliveConfig(cfg) }
+
+// SetLinger is *net.TCPConn's: sec < 0 is the default, 0 makes Close send
+// RST.
+func (c *Conn) SetLinger(sec int) error { return c.tc.SetLinger(sec) }
+
+// SetNoDelay is *net.TCPConn's.
+func (c *Conn) SetNoDelay(noDelay bool) error { return c.tc.SetNoDelay(noDelay) }
+
+// SetReadBuffer is *net.TCPConn's.
+func (c *Conn) SetReadBuffer(bytes int) error { return c.tc.SetReadBuffer(bytes) }
+
+// SetWriteBuffer is *net.TCPConn's.
+func (c *Conn) SetWriteBuffer(bytes int) error { return c.tc.SetWriteBuffer(bytes) }
+
+// SyscallConn gives access to the socket.
+func (c *Conn) SyscallConn() (syscall.RawConn, error) { return c.tc.SyscallConn() }

@@ -7,7 +7,6 @@ import (
 	"os"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/connopt/connopt/internal/rawsock"
 )
@@ -17,9 +16,9 @@ import (
 // without paying net.FileConn's dup, getsockopt, getsockname and
 // getpeername. Reads and writes are internal/poll's, the code *net.TCPConn
 // uses (read first, wait only on EAGAIN). Errors are shaped as the net
-// package shapes them: *net.OpError with the addresses, net.ErrClosed after
-// Close, os.ErrDeadlineExceeded on timeouts, ErrPeerClosed when the peer
-// has gone away.
+// package shapes them: *net.OpError with both addresses, net.ErrClosed
+// after Close, os.ErrDeadlineExceeded on timeouts, ErrPeerClosed when the
+// peer has gone away.
 type FileConn struct {
 	f       *os.File
 	network string
@@ -43,9 +42,13 @@ func NewFile(f *os.File, network string, raddr, laddr *net.TCPAddr, counters *Co
 	if laddr != nil {
 		c.laddr.Store(laddr)
 	}
-	c.init(counters, onClose)
+	c.init(f, c.opError, counters, onClose)
 	return c
 }
+
+// errFileClosing is internal/poll's error for a RawConn of a closed file,
+// which os.File passes through from SyscallConn's Control unconverted.
+const errFileClosing = "use of closed file"
 
 // opError reshapes an *os.File error as net would have returned it.
 func (c *FileConn) opError(op string, err error) error {
@@ -55,7 +58,7 @@ func (c *FileConn) opError(op string, err error) error {
 		inner = pe.Err
 	}
 	switch {
-	case errors.Is(inner, os.ErrClosed):
+	case errors.Is(inner, os.ErrClosed), inner.Error() == errFileClosing:
 		inner = net.ErrClosed
 	case errors.Is(inner, os.ErrDeadlineExceeded):
 		inner = os.ErrDeadlineExceeded
@@ -65,78 +68,20 @@ func (c *FileConn) opError(op string, err error) error {
 		}
 	}
 	var src net.Addr
-	if la := c.laddr.Load(); la != nil {
+	if la := c.localAddr(); la != nil {
 		src = la
 	}
 	return &net.OpError{Op: op, Net: c.network, Source: src, Addr: c.raddr, Err: inner}
 }
 
-// Read reads as *net.TCPConn does. An orderly close is io.EOF; a reset
-// matches ErrPeerClosed.
-func (c *FileConn) Read(b []byte) (int, error) {
-	for {
-		n, err := c.f.Read(b)
-		if err == nil {
-			return n, nil
-		}
-		if err == io.EOF {
-			return n, c.afterRead(err)
-		}
-		if c.readDeadline.expired(err, c.f.SetReadDeadline) {
-			return n, c.afterRead(c.opError("read", err))
-		}
-	}
-}
-
-// Write writes all of b unless an error stops it. If the peer has gone away
-// the error matches ErrPeerClosed.
-func (c *FileConn) Write(b []byte) (int, error) {
-	written := 0
-	for {
-		n, err := c.f.Write(b[written:])
-		written += n
-		if err == nil {
-			return written, nil
-		}
-		if c.writeDeadline.expired(err, c.f.SetWriteDeadline) {
-			return written, c.afterWrite(c.opError("write", err))
-		}
-	}
-}
-
-// ReadFrom implements io.ReaderFrom with os.File's splice path.
-func (c *FileConn) ReadFrom(r io.Reader) (int64, error) {
-	var total int64
-	for {
-		n, err := c.f.ReadFrom(r)
-		total += n
-		if err == nil {
-			return total, nil
-		}
-		if c.writeDeadline.expired(err, c.f.SetWriteDeadline) {
-			return total, c.afterWrite(c.opError("readfrom", err))
-		}
-	}
-}
-
-// WriteTo implements io.WriterTo with os.File's splice/sendfile path.
-func (c *FileConn) WriteTo(w io.Writer) (int64, error) {
-	var total int64
-	for {
-		n, err := c.f.WriteTo(w)
-		total += n
-		if err == nil {
-			return total, nil
-		}
-		if c.readDeadline.expired(err, c.f.SetReadDeadline) {
-			return total, c.afterRead(c.opError("writeto", err))
-		}
-	}
-}
-
 // Close closes the connection. It may be called more than once; only the
-// first call counts and runs the owner's hook.
+// first call counts and runs the owner's hook. The local address is
+// learned first if it is not known yet, so that errors after Close name it
+// as *net.TCPConn's do.
 func (c *FileConn) Close() error {
+	if !c.closed.Load() {
+		c.localAddr()
+	}
 	err := c.f.Close()
 	c.afterClose()
 	if err != nil {
@@ -145,45 +90,51 @@ func (c *FileConn) Close() error {
 	return nil
 }
 
-// CloseWrite sends FIN and leaves the read side open.
-func (c *FileConn) CloseWrite() error {
+// control runs fn on the socket, or fails with net.ErrClosed after Close.
+func (c *FileConn) control(op string, fn func(rc syscall.RawConn) error) error {
+	if c.closed.Load() {
+		return c.opError(op, net.ErrClosed)
+	}
 	rc, err := c.f.SyscallConn()
 	if err == nil {
-		err = rawsock.CloseWrite(rc)
+		err = fn(rc)
 	}
 	if err != nil {
-		return c.opError("close", err)
+		return c.opError(op, err)
 	}
 	return nil
 }
 
+// CloseWrite sends FIN and leaves the read side open.
+func (c *FileConn) CloseWrite() error { return c.control("close", rawsock.CloseWrite) }
+
 // SetLinger is *net.TCPConn's SetLinger: sec < 0 is the default, 0 makes
 // Close send RST.
 func (c *FileConn) SetLinger(sec int) error {
-	rc, err := c.f.SyscallConn()
-	if err == nil {
-		err = rawsock.SetLinger(rc, sec)
-	}
-	if err != nil {
-		return c.opError("set", err)
-	}
-	return nil
+	return c.control("set", func(rc syscall.RawConn) error { return rawsock.SetLinger(rc, sec) })
 }
 
 // LocalAddr is the local address, a *net.TCPAddr. When the dialer did not
 // know the port (the kernel chose it at connect), the first call asks the
 // kernel (getsockname) and the answer is kept.
 func (c *FileConn) LocalAddr() net.Addr {
+	if la := c.localAddr(); la != nil {
+		return la
+	}
+	return &net.TCPAddr{}
+}
+
+func (c *FileConn) localAddr() *net.TCPAddr {
 	if la := c.laddr.Load(); la != nil {
 		return la
 	}
 	rc, err := c.f.SyscallConn()
 	if err != nil {
-		return &net.TCPAddr{}
+		return nil
 	}
 	la, err := rawsock.LocalAddr(rc)
 	if err != nil {
-		return &net.TCPAddr{}
+		return nil
 	}
 	c.laddr.Store(la)
 	return la
@@ -192,30 +143,6 @@ func (c *FileConn) LocalAddr() net.Addr {
 // RemoteAddr is the address dialed, a *net.TCPAddr.
 func (c *FileConn) RemoteAddr() net.Addr { return c.raddr }
 
-// SetDeadline implements net.Conn.
-func (c *FileConn) SetDeadline(t time.Time) error {
-	if err := c.SetReadDeadline(t); err != nil {
-		return err
-	}
-	return c.SetWriteDeadline(t)
-}
-
-// SetReadDeadline implements net.Conn; later deadlines are applied lazily,
-// as Conn's are.
-func (c *FileConn) SetReadDeadline(t time.Time) error {
-	if err := c.readDeadline.set(t, c.f.SetReadDeadline); err != nil {
-		return c.opError("set", err)
-	}
-	return nil
-}
-
-// SetWriteDeadline implements net.Conn; see SetReadDeadline.
-func (c *FileConn) SetWriteDeadline(t time.Time) error {
-	if err := c.writeDeadline.set(t, c.f.SetWriteDeadline); err != nil {
-		return c.opError("set", err)
-	}
-	return nil
-}
-
 // SyscallConn gives access to the socket.
 func (c *FileConn) SyscallConn() (syscall.RawConn, error) { return c.f.SyscallConn() }
+
