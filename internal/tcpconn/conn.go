@@ -163,17 +163,17 @@ func (s *state) SetDeadline(t time.Time) error {
 // once.
 func (s *state) SetReadDeadline(t time.Time) error {
 	if s.closed.Load() {
-		return s.fix("set", s.s.SetReadDeadline(t))
+		return s.fix(opDeadline, s.s.SetReadDeadline(t))
 	}
-	return s.fix("set", s.readDeadline.set(t, s.s.SetReadDeadline))
+	return s.fix(opDeadline, s.readDeadline.set(t, s.s.SetReadDeadline))
 }
 
 // SetWriteDeadline sets the write deadline; see SetReadDeadline.
 func (s *state) SetWriteDeadline(t time.Time) error {
 	if s.closed.Load() {
-		return s.fix("set", s.s.SetWriteDeadline(t))
+		return s.fix(opDeadline, s.s.SetWriteDeadline(t))
 	}
-	return s.fix("set", s.writeDeadline.set(t, s.s.SetWriteDeadline))
+	return s.fix(opDeadline, s.writeDeadline.set(t, s.s.SetWriteDeadline))
 }
 
 // afterClose runs the first time the connection is closed.

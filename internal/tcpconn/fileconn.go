@@ -50,6 +50,10 @@ func NewFile(f *os.File, network string, raddr, laddr *net.TCPAddr, counters *Co
 // which os.File passes through from SyscallConn's Control unconverted.
 const errFileClosing = "use of closed file"
 
+// opDeadline is the op of a deadline setter's error: "set", with the
+// local address alone, as net shapes it.
+const opDeadline = "set deadline"
+
 // opError reshapes an *os.File error as net would have returned it.
 func (c *FileConn) opError(op string, err error) error {
 	inner := err
@@ -67,11 +71,15 @@ func (c *FileConn) opError(op string, err error) error {
 			inner = os.NewSyscallError(op, errno)
 		}
 	}
-	var src net.Addr
-	if la := c.localAddr(); la != nil {
-		src = la
+	var la net.Addr
+	if a := c.localAddr(); a != nil {
+		la = a
 	}
-	return &net.OpError{Op: op, Net: c.network, Source: src, Addr: c.raddr, Err: inner}
+	if op == opDeadline {
+		// net names only the local address in deadline errors.
+		return &net.OpError{Op: "set", Net: c.network, Addr: la, Err: inner}
+	}
+	return &net.OpError{Op: op, Net: c.network, Source: la, Addr: c.raddr, Err: inner}
 }
 
 // Close closes the connection. It may be called more than once; only the
