@@ -172,7 +172,7 @@ func TestRetryPolicy(t *testing.T) {
 	} {
 		var req fasthttp.Request
 		req.Header.SetMethod(tc.method)
-		if _, retry := d.RetryIfErr(&req, 1, tc.err); retry != tc.retry {
+		if _, retry := d.RetryIfErr(nil)(&req, 1, tc.err); retry != tc.retry {
 			t.Errorf("%s after %v: retry %v, want %v", tc.method, tc.err, retry, tc.retry)
 		}
 	}

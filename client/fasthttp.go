@@ -14,16 +14,17 @@ import (
 // HostClient returns a fasthttp.HostClient for addr that dials with d and
 // retries as RetryIfErr says. Adjust its other fields as usual.
 func (d *Dialer) HostClient(addr string) *fasthttp.HostClient {
-	return &fasthttp.HostClient{
-		Addr:        addr,
-		DialTimeout: d.DialTimeout,
-		RetryIfErr:  d.RetryIfErr,
-	}
+	hc := &fasthttp.HostClient{Addr: addr, DialTimeout: d.DialTimeout}
+	hc.RetryIfErr = d.RetryIfErr(hc)
+	return hc
 }
 
-// Client returns a fasthttp.Client that dials with d.
+// Client returns a fasthttp.Client that dials with d and retries as
+// RetryIfErr says.
 func (d *Dialer) Client() *fasthttp.Client {
-	return &fasthttp.Client{DialTimeout: d.DialTimeout, RetryIfErr: d.RetryIfErr}
+	c := &fasthttp.Client{DialTimeout: d.DialTimeout}
+	c.RetryIfErr = d.RetryIfErr(c)
+	return c
 }
 
 // LBClient returns a fasthttp.LBClient over one HostClient per address.
@@ -70,27 +71,47 @@ func NewLBClient(addrs []string, cfg Config) (*fasthttp.LBClient, error) {
 	return lb, nil
 }
 
-// RetryIfErr is the fasthttp.RetryIfErrFunc of the clients built here. A
+// IdleCloser is what fasthttp's HostClient and Client have in common for
+// RetryIfErr.
+type IdleCloser interface{ CloseIdleConnections() }
+
+// RetryIfErr returns the fasthttp.RetryIfErrFunc of the clients built here,
+// for client (the HostClient or Client it is set on; nil is allowed). A
 // pooled keep-alive connection is never probed before reuse; if the
 // upstream closed it meanwhile, the request fails on write (EPIPE, reset)
-// or on read (EOF, reset) and is retried on a new connection when that is
-// safe: always for idempotent methods (GET, HEAD, PUT, QUERY, OPTIONS,
-// DELETE, TRACE), and for the others only when the write itself failed, so
-// the request cannot have been processed. A POST whose write went through
-// and whose response never came is not sent again.
-func (d *Dialer) RetryIfErr(req *fasthttp.Request, attempts int, err error) (resetTimeout, retry bool) {
-	dead := errors.Is(err, io.EOF) || errors.Is(err, fasthttp.ErrConnectionClosed) || tcpconn.IsPeerClosed(err)
-	switch {
-	case idempotent(req):
-		retry = true
-	default:
-		var oe *net.OpError
-		retry = dead && errors.As(err, &oe) && oe.Op == "write"
+// or on read (EOF, reset) and is retried when that is safe: always for
+// idempotent methods (GET, HEAD, PUT, QUERY, OPTIONS, DELETE, TRACE), and
+// for the others only when the write itself failed, so the request cannot
+// have been processed. A POST whose write went through and whose response
+// never came is not sent again.
+//
+// A dead pooled connection also closes client's other idle connections:
+// upstreams close keep-alive connections by idle time (Node's 5 s, nginx's
+// keepalive_timeout) or by count, so after an idle gap the pool holds
+// several dead ones, and a retry that took the next pooled connection
+// would likely spend its attempt on another. With the pool emptied, the
+// retry dials afresh. Each such event counts in
+// connopt_client_dead_connection_retries_total when a retry follows.
+func (d *Dialer) RetryIfErr(client IdleCloser) fasthttp.RetryIfErrFunc {
+	return func(req *fasthttp.Request, attempts int, err error) (resetTimeout, retry bool) {
+		dead := errors.Is(err, io.EOF) || errors.Is(err, fasthttp.ErrConnectionClosed) || tcpconn.IsPeerClosed(err)
+		switch {
+		case idempotent(req):
+			retry = true
+		default:
+			var oe *net.OpError
+			retry = dead && errors.As(err, &oe) && oe.Op == "write"
+		}
+		if dead {
+			if client != nil {
+				client.CloseIdleConnections()
+			}
+			if retry {
+				d.deadRetries.Add(1)
+			}
+		}
+		return false, retry
 	}
-	if retry && dead {
-		d.deadRetries.Add(1)
-	}
-	return false, retry
 }
 
 func idempotent(req *fasthttp.Request) bool {

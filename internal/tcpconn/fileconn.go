@@ -153,4 +153,3 @@ func (c *FileConn) RemoteAddr() net.Addr { return c.raddr }
 
 // SyscallConn gives access to the socket.
 func (c *FileConn) SyscallConn() (syscall.RawConn, error) { return c.f.SyscallConn() }
-
