@@ -211,9 +211,18 @@ func (d *Dialer) DialTimeout(addr string, timeout time.Duration) (net.Conn, erro
 	return d.DialContext(ctx, "tcp", addr)
 }
 
+// DefaultFallbackDelay is how long a dial to a name with both IPv4 and
+// IPv6 addresses waits on the first family before it starts the other in
+// parallel (RFC 8305 Happy Eyeballs; net.Dialer's default).
+const DefaultFallbackDelay = 300 * time.Millisecond
+
 // DialContext connects to addr over network ("tcp", "tcp4" or "tcp6"). If
-// ctx has no deadline, the connect timeout applies. Errors are
-// *net.OpError.
+// ctx has no deadline, the connect timeout applies. A host name's
+// addresses are tried in turn within the one dial, as net.Dialer and
+// fasthttp do, and when it has both families they race as net.Dialer's
+// Happy Eyeballs does; an address that failed is tried last for a while.
+// Errors are *net.OpError, as net.Dialer's: a cancelled context matches
+// context.Canceled, a dial timeout context.DeadlineExceeded.
 func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	d.dials.Add(1)
 	if _, ok := ctx.Deadline(); !ok {
@@ -221,36 +230,208 @@ func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Con
 		ctx, cancel = context.WithTimeout(ctx, d.timeout)
 		defer cancel()
 	}
-	remote, err := d.resolve(ctx, network, addr)
+	remotes, err := d.resolve(ctx, network, addr)
 	if err != nil {
 		d.countError(err)
 		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
 	}
-	raddr := net.TCPAddrFromAddrPort(remote)
 	start := time.Now()
-	var c net.Conn
-	if d.ports != nil {
-		_, err = d.ports.Connect(remote, func(l *ports.Lease) error {
-			fc, err := d.connect(ctx, network, remote, raddr, l, netip.Addr{})
-			if err == nil {
-				c = fc
-			}
-			return err
-		})
-	} else {
-		c, err = d.connect(ctx, network, remote, raddr, nil, d.source(remote.Addr()))
-	}
+	c, remote, err := d.dialParallel(ctx, network, remotes, len(remotes) > 1)
 	if err != nil {
 		d.countError(err)
-		var oe *net.OpError
-		if !errors.As(err, &oe) {
-			err = &net.OpError{Op: "dial", Net: network, Addr: raddr, Err: err}
-		}
-		return nil, err
+		return nil, &net.OpError{Op: "dial", Net: network, Addr: net.TCPAddrFromAddrPort(remote), Err: err}
 	}
 	d.connectTime.Observe(time.Since(start).Seconds())
 	return c, nil
 }
+
+// dialParallel races the addresses of the first address's family against
+// the others, the second group starting after DefaultFallbackDelay or as
+// soon as the first fails (net's dialParallel). It returns the winning
+// connection, or the first group's first error and the address it came
+// from.
+func (d *Dialer) dialParallel(ctx context.Context, network string, remotes []netip.AddrPort, remember bool) (*tcpconn.FileConn, netip.AddrPort, error) {
+	var primaries, fallbacks []netip.AddrPort
+	for _, r := range remotes {
+		if r.Addr().Is4() == remotes[0].Addr().Is4() {
+			primaries = append(primaries, r)
+		} else {
+			fallbacks = append(fallbacks, r)
+		}
+	}
+	if len(fallbacks) == 0 {
+		return d.dialSerial(ctx, network, primaries, remember)
+	}
+
+	type result struct {
+		c       *tcpconn.FileConn
+		remote  netip.AddrPort
+		err     error
+		primary bool
+	}
+	returned := make(chan struct{})
+	defer close(returned)
+	results := make(chan result) // unbuffered: a late winner is closed, not leaked
+	race := func(ctx context.Context, primary bool) {
+		group := primaries
+		if !primary {
+			group = fallbacks
+		}
+		c, r, err := d.dialSerial(ctx, network, group, remember)
+		select {
+		case results <- result{c, r, err, primary}:
+		case <-returned:
+			if c != nil {
+				c.Close()
+			}
+		}
+	}
+	primaryCtx, primaryCancel := context.WithCancel(ctx)
+	defer primaryCancel()
+	go race(primaryCtx, true)
+	fallbackTimer := time.NewTimer(DefaultFallbackDelay)
+	defer fallbackTimer.Stop()
+	fallbackCtx, fallbackCancel := context.WithCancel(ctx)
+	defer fallbackCancel()
+
+	var primary, fallback result
+	for {
+		select {
+		case <-fallbackTimer.C:
+			go race(fallbackCtx, false)
+		case res := <-results:
+			if res.err == nil {
+				return res.c, res.remote, nil
+			}
+			if res.primary {
+				primary = res
+			} else {
+				fallback = res
+			}
+			if primary.err != nil && fallback.err != nil {
+				return nil, primary.remote, primary.err
+			}
+			if res.primary && fallbackTimer.Stop() {
+				// The primaries failed before the delay: start the
+				// fallbacks now.
+				fallbackTimer.Reset(0)
+			}
+		}
+	}
+}
+
+// dialSerial tries remotes in order, giving each a share of the time left
+// (net's partialDeadline), and returns the first connection or the first
+// error.
+func (d *Dialer) dialSerial(ctx context.Context, network string, remotes []netip.AddrPort, remember bool) (*tcpconn.FileConn, netip.AddrPort, error) {
+	var firstErr error
+	var firstRemote netip.AddrPort
+	for i, remote := range remotes {
+		if err := ctx.Err(); err != nil {
+			if firstErr == nil {
+				firstErr, firstRemote = mapCtxErr(err), remote
+			}
+			break
+		}
+		dctx := ctx
+		if deadline, ok := ctx.Deadline(); ok && len(remotes)-i > 1 {
+			if pd := partialDeadline(time.Now(), deadline, len(remotes)-i); pd.Before(deadline) {
+				var cancel context.CancelFunc
+				dctx, cancel = context.WithDeadline(ctx, pd)
+				defer cancel()
+			}
+		}
+		c, err := d.dialOne(dctx, network, remote)
+		if remember && (err == nil || ctx.Err() == nil && addressFailed(err)) {
+			d.dns.result(remote.Addr(), err)
+		}
+		if err == nil {
+			return c, remote, nil
+		}
+		if firstErr == nil {
+			firstErr, firstRemote = mapCtxErr(err), remote
+		}
+	}
+	return nil, firstRemote, firstErr
+}
+
+// addressFailed says whether a dial error is the address's fault (worth
+// trying it last next time) rather than the dialer's or the caller's.
+func addressFailed(err error) bool {
+	switch classify(err) {
+	case reasonRefused, reasonTimeout, reasonUnreachable:
+		return true
+	}
+	return false
+}
+
+// partialDeadline is net's: the time each of the remaining addresses gets,
+// at least two seconds unless less is left.
+func partialDeadline(now, deadline time.Time, addrsRemaining int) time.Time {
+	timeRemaining := deadline.Sub(now)
+	timeout := timeRemaining / time.Duration(addrsRemaining)
+	const saneMinimum = 2 * time.Second
+	if timeout < saneMinimum {
+		if timeRemaining < saneMinimum {
+			timeout = timeRemaining
+		} else {
+			timeout = saneMinimum
+		}
+	}
+	return now.Add(timeout)
+}
+
+// dialOne connects to one address, through the port allocator if there is
+// one. An already-cancelled or expired ctx fails before anything is taken
+// from the pool, as net.Dialer fails.
+func (d *Dialer) dialOne(ctx context.Context, network string, remote netip.AddrPort) (*tcpconn.FileConn, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	raddr := net.TCPAddrFromAddrPort(remote)
+	if d.ports == nil {
+		return d.connect(ctx, network, remote, raddr, nil, d.source(remote.Addr()))
+	}
+	var c *tcpconn.FileConn
+	_, err := d.ports.Connect(remote, func(l *ports.Lease) error {
+		fc, err := d.connect(ctx, network, remote, raddr, l, netip.Addr{})
+		if err == nil {
+			c = fc
+		}
+		return err
+	})
+	return c, err
+}
+
+// mapCtxErr gives context errors the shape net.Dialer gives them:
+// "operation was canceled" matching context.Canceled, "i/o timeout"
+// matching context.DeadlineExceeded.
+func mapCtxErr(err error) error {
+	switch err {
+	case context.Canceled:
+		return errCanceled
+	case context.DeadlineExceeded:
+		return errTimeout
+	}
+	return err
+}
+
+var (
+	errCanceled = canceledError{}
+	errTimeout  = timeoutError{}
+)
+
+type canceledError struct{}
+
+func (canceledError) Error() string        { return "operation was canceled" }
+func (canceledError) Is(target error) bool { return target == context.Canceled }
+
+type timeoutError struct{}
+
+func (timeoutError) Error() string        { return "i/o timeout" }
+func (timeoutError) Timeout() bool        { return true }
+func (timeoutError) Temporary() bool      { return true }
+func (timeoutError) Is(target error) bool { return target == context.DeadlineExceeded }
 
 func (d *Dialer) source(ip netip.Addr) netip.Addr {
 	srcs := d.srcs4
@@ -292,11 +473,11 @@ func (d *Dialer) connect(ctx context.Context, network string, remote netip.AddrP
 	}
 	if err != nil {
 		rawsock.Close(fd)
-		return nil, &net.OpError{Op: "dial", Net: network, Addr: raddr, Err: err}
+		return nil, err
 	}
 	f, err := rawsock.Connect(ctx, fd, remote)
 	if err != nil {
-		return nil, &net.OpError{Op: "dial", Net: network, Addr: raddr, Err: err}
+		return nil, err
 	}
 	return tcpconn.NewFile(f, network, raddr, laddr, &d.conns, onClose), nil
 }

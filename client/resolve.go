@@ -11,11 +11,16 @@ import (
 )
 
 // dnsCache keeps resolved names for a TTL, as fasthttp's TCPDialer does,
-// and hands their addresses out round-robin.
+// rotates the address a dial starts with (so several A records share the
+// load, as fasthttp does), and remembers addresses whose dial failed: they
+// are tried last until one of them succeeds again or the TTL passes.
 type dnsCache struct {
-	ttl     time.Duration
-	mu      sync.Mutex
-	entries map[string]*dnsEntry
+	ttl time.Duration
+	// lookup is the resolver; nil means net.DefaultResolver.LookupNetIP.
+	lookupNetIP func(ctx context.Context, network, host string) ([]netip.Addr, error)
+	mu          sync.Mutex
+	entries     map[string]*dnsEntry
+	failed      map[netip.Addr]time.Time // until when an address is tried last
 }
 
 type dnsEntry struct {
@@ -24,74 +29,122 @@ type dnsEntry struct {
 	next    int
 }
 
-// resolve turns addr into an IP and port. IP literals cost nothing; names
-// are resolved in the current namespace only.
-func (d *Dialer) resolve(ctx context.Context, network, addr string) (netip.AddrPort, error) {
+// resolve turns addr into the addresses to try, in order. IP literals cost
+// nothing; names are resolved in the current namespace only.
+func (d *Dialer) resolve(ctx context.Context, network, addr string) ([]netip.AddrPort, error) {
 	switch network {
 	case "tcp", "tcp4", "tcp6":
 	default:
-		return netip.AddrPort{}, fmt.Errorf("client: unsupported network %q", network)
+		return nil, net.UnknownNetworkError(network)
 	}
 	if ap, err := netip.ParseAddrPort(addr); err == nil {
 		if ap.Port() == 0 {
-			return netip.AddrPort{}, fmt.Errorf("client: %q: port 0", addr)
+			return nil, &net.AddrError{Err: "missing port", Addr: addr}
 		}
 		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-		return ap, checkFamily(network, ap.Addr())
+		if err := checkFamily(network, ap.Addr()); err != nil {
+			return nil, err
+		}
+		return []netip.AddrPort{ap}, nil
 	}
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("client: %q: %w", addr, err)
+		return nil, err
 	}
 	port, err := strconv.ParseUint(portStr, 10, 16)
 	if err != nil || port == 0 {
-		return netip.AddrPort{}, fmt.Errorf("client: %q: want a numeric port", addr)
+		return nil, &net.AddrError{Err: "want a numeric port", Addr: addr}
 	}
 	if d.cfg.Namespace != "" {
-		return netip.AddrPort{}, fmt.Errorf("%w (%q in %s)", ErrNameInNamespace, host, d.cfg.Namespace)
+		return nil, fmt.Errorf("%w (%q in %s)", ErrNameInNamespace, host, d.cfg.Namespace)
 	}
-	ip, err := d.dns.lookup(ctx, network, host)
+	ips, err := d.dns.lookup(ctx, network, host)
 	if err != nil {
-		return netip.AddrPort{}, err
+		return nil, err
 	}
-	return netip.AddrPortFrom(ip, uint16(port)), nil
+	aps := make([]netip.AddrPort, len(ips))
+	for i, ip := range ips {
+		aps[i] = netip.AddrPortFrom(ip, uint16(port))
+	}
+	return aps, nil
 }
 
 func checkFamily(network string, ip netip.Addr) error {
 	if network == "tcp4" && !ip.Is4() || network == "tcp6" && !ip.Is6() {
-		return fmt.Errorf("client: address %v does not fit network %q", ip, network)
+		return &net.AddrError{Err: "address does not fit network " + network, Addr: ip.String()}
 	}
 	return nil
 }
 
-func (c *dnsCache) lookup(ctx context.Context, network, host string) (netip.Addr, error) {
+// lookup returns host's addresses for network: rotated by one per call,
+// with the ones that failed recently moved to the end.
+func (c *dnsCache) lookup(ctx context.Context, network, host string) ([]netip.Addr, error) {
 	key := network + "/" + host
 	now := time.Now()
 	c.mu.Lock()
-	if e := c.entries[key]; e != nil && now.Before(e.expires) {
-		ip := e.addrs[e.next%len(e.addrs)]
-		e.next++
+	e := c.entries[key]
+	c.mu.Unlock()
+	if e == nil || !now.Before(e.expires) {
+		ipNet := map[string]string{"tcp": "ip", "tcp4": "ip4", "tcp6": "ip6"}[network]
+		lookup := c.lookupNetIP
+		if lookup == nil {
+			lookup = net.DefaultResolver.LookupNetIP
+		}
+		addrs, err := lookup(ctx, ipNet, host)
+		if err != nil {
+			return nil, err
+		}
+		if len(addrs) == 0 {
+			return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+		}
+		for i := range addrs {
+			addrs[i] = addrs[i].Unmap()
+		}
+		e = &dnsEntry{addrs: addrs, expires: now.Add(c.ttl)}
+		c.mu.Lock()
+		if c.entries == nil {
+			c.entries = map[string]*dnsEntry{}
+		}
+		c.entries[key] = e
 		c.mu.Unlock()
-		return ip, nil
 	}
-	c.mu.Unlock()
 
-	ipNet := map[string]string{"tcp": "ip", "tcp4": "ip4", "tcp6": "ip6"}[network]
-	addrs, err := net.DefaultResolver.LookupNetIP(ctx, ipNet, host)
-	if err != nil {
-		return netip.Addr{}, err
-	}
-	for i := range addrs {
-		addrs[i] = addrs[i].Unmap()
-	}
-	if len(addrs) == 0 {
-		return netip.Addr{}, &net.DNSError{Err: "no addresses", Name: host, IsNotFound: true}
-	}
 	c.mu.Lock()
-	if c.entries == nil {
-		c.entries = map[string]*dnsEntry{}
+	defer c.mu.Unlock()
+	n := len(e.addrs)
+	start := e.next % n
+	e.next++
+	out := make([]netip.Addr, 0, n)
+	var last []netip.Addr
+	for i := range n {
+		ip := e.addrs[(start+i)%n]
+		if until, ok := c.failed[ip]; ok && now.Before(until) {
+			last = append(last, ip)
+			continue
+		}
+		out = append(out, ip)
 	}
-	c.entries[key] = &dnsEntry{addrs: addrs, expires: now.Add(c.ttl), next: 1}
-	c.mu.Unlock()
-	return addrs[0], nil
+	return append(out, last...), nil
+}
+
+// result records the outcome of a dial to ip.
+func (c *dnsCache) result(ip netip.Addr, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err == nil {
+		delete(c.failed, ip)
+		return
+	}
+	now := time.Now()
+	if c.failed == nil {
+		c.failed = map[netip.Addr]time.Time{}
+	}
+	if len(c.failed) >= 256 {
+		for a, until := range c.failed {
+			if !now.Before(until) {
+				delete(c.failed, a)
+			}
+		}
+	}
+	c.failed[ip] = now.Add(c.ttl)
 }

@@ -14,11 +14,14 @@ func FuzzResolve(f *testing.F) {
 	}
 	d := &Dialer{cfg: Config{Namespace: "fuzz"}}
 	f.Fuzz(func(t *testing.T, network, addr string) {
-		ap, err := d.resolve(context.Background(), network, addr)
+		aps, err := d.resolve(context.Background(), network, addr)
 		if err != nil {
 			return
 		}
-		if !ap.IsValid() || ap.Port() == 0 || ap.Addr().Is4In6() {
+		if len(aps) != 1 {
+			t.Fatalf("resolve(%q, %q) = %v, want one literal", network, addr, aps)
+		}
+		if ap := aps[0]; !ap.IsValid() || ap.Port() == 0 || ap.Addr().Is4In6() {
 			t.Fatalf("resolve(%q, %q) = %v", network, addr, ap)
 		}
 	})
