@@ -29,8 +29,11 @@ func (a *Allocator) Connect(remote netip.AddrPort, connect func(*Lease) error) (
 		attempts = max(1, len(a.sources(remote.Addr())))
 	}
 	var lastErr error
+	// One start for the whole walk: attempt i takes source first+i, so
+	// under Kernel every source is tried once.
+	first := a.nextSource()
 	for i := range attempts {
-		l, err := a.acquire(remote, i)
+		l, err := a.acquire(remote, first+i)
 		if err != nil {
 			if lastErr != nil {
 				err = fmt.Errorf("%w (after %w)", err, lastErr)

@@ -9,14 +9,56 @@ type pool struct {
 	start  int // where this pool begins in the range, random so pools spread
 	cursor int // how many offsets from start have ever been handed out
 	free   []uint16
-	aging  []agingPort // FIFO; with one aging period, release order is expiry order
-	head   int         // first live entry of aging
-	leased int
+	// aging holds ports our side closed, for the Aging period; collided
+	// holds ports found held outside the allocator, for collisionAging.
+	// Each queue has one period, so its release order is its expiry order.
+	aging, collided fifo
+	leased          int
 }
 
 type agingPort struct {
 	idx   uint16 // index into Allocator.ports
 	until int64  // monotonic nanoseconds
+}
+
+// fifo is a queue of aging ports that all wait the same period.
+type fifo struct {
+	q    []agingPort
+	head int // first live entry
+}
+
+func (f *fifo) push(idx uint16, until int64) { f.q = append(f.q, agingPort{idx, until}) }
+
+func (f *fifo) empty() bool { return f.head == len(f.q) }
+
+// expire moves the ports whose time has come to free.
+func (f *fifo) expire(now int64, free []uint16) []uint16 {
+	for f.head < len(f.q) && f.q[f.head].until <= now {
+		free = append(free, f.q[f.head].idx)
+		f.head++
+	}
+	if f.head == len(f.q) {
+		f.q, f.head = f.q[:0], 0
+	} else if f.head > 64 && f.head > len(f.q)/2 {
+		f.q = f.q[:copy(f.q, f.q[f.head:])]
+		f.head = 0
+	}
+	return free
+}
+
+// at counts the ports still waiting at now, without changing the queue.
+func (f *fifo) at(now int64) int {
+	live := f.q[f.head:]
+	lo, hi := 0, len(live)
+	for lo < hi {
+		m := (lo + hi) / 2
+		if live[m].until <= now {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return len(live) - lo
 }
 
 // take returns the index of a port that is neither leased nor aging, or
@@ -46,38 +88,25 @@ func (p *pool) give(idx uint16, until int64) {
 		p.free = append(p.free, idx)
 		return
 	}
-	p.aging = append(p.aging, agingPort{idx, until})
+	p.aging.push(idx, until)
 }
 
-// expire moves ports whose aging period has passed to the free list.
+// giveCollided returns a port found held outside the allocator, to wait
+// until the given time in its own queue.
+func (p *pool) giveCollided(idx uint16, until int64) {
+	p.leased--
+	p.collided.push(idx, until)
+}
+
+// expire moves ports whose waiting period has passed to the free list.
 func (p *pool) expire(now int64) {
-	for p.head < len(p.aging) && p.aging[p.head].until <= now {
-		p.free = append(p.free, p.aging[p.head].idx)
-		p.head++
-	}
-	if p.head == len(p.aging) {
-		p.aging, p.head = p.aging[:0], 0
-	} else if p.head > 64 && p.head > len(p.aging)/2 {
-		p.aging = p.aging[:copy(p.aging, p.aging[p.head:])]
-		p.head = 0
-	}
+	p.free = p.aging.expire(now, p.free)
+	p.free = p.collided.expire(now, p.free)
 }
 
-// agingAt counts the ports still aging at now, without changing the pool.
-func (p *pool) agingAt(now int64) int {
-	live := p.aging[p.head:]
-	// Entries are sorted by until: find the first one still aging.
-	lo, hi := 0, len(live)
-	for lo < hi {
-		m := (lo + hi) / 2
-		if live[m].until <= now {
-			lo = m + 1
-		} else {
-			hi = m
-		}
-	}
-	return len(live) - lo
-}
+// agingAt counts the ports still aging (either queue) at now, without
+// changing the pool.
+func (p *pool) agingAt(now int64) int { return p.aging.at(now) + p.collided.at(now) }
 
 // idle reports whether the pool holds nothing that needs remembering.
-func (p *pool) idle() bool { return p.leased == 0 && p.head == len(p.aging) }
+func (p *pool) idle() bool { return p.leased == 0 && p.aging.empty() && p.collided.empty() }

@@ -218,12 +218,18 @@ func (a *Allocator) hasSources() bool { return len(a.sources4)+len(a.sources6) >
 // the Kernel strategy the port is 0: connect picks it. The caller must
 // Release the lease when the connection ends (or fails).
 func (a *Allocator) Acquire(remote netip.AddrPort) (*Lease, error) {
-	return a.acquire(remote, 0)
+	return a.acquire(remote, a.nextSource())
 }
+
+// nextSource is where the walk over the source addresses starts: one step
+// further per Acquire or Connect, so sources share the load.
+func (a *Allocator) nextSource() int { return int(a.rr.Add(1) & (1<<31 - 1)) }
 
 // acquire starts with the source after skip others, for Dial's walk over
 // sources under the Kernel strategy.
-func (a *Allocator) acquire(remote netip.AddrPort, skip int) (*Lease, error) {
+// acquire leases from the sources of remote, starting the walk at index
+// first (modulo their number).
+func (a *Allocator) acquire(remote netip.AddrPort, first int) (*Lease, error) {
 	if !remote.IsValid() || remote.Port() == 0 {
 		return nil, fmt.Errorf("ports: invalid remote address %v", remote)
 	}
@@ -241,7 +247,6 @@ func (a *Allocator) acquire(remote netip.AddrPort, skip int) (*Lease, error) {
 		}
 		srcs = []netip.Addr{any}
 	}
-	first := int(a.rr.Add(1)) + skip
 	if a.strategy == Kernel {
 		l := &Lease{a: a, key: poolKey{srcs[first%len(srcs)], remote}}
 		a.inUse.Add(1)
@@ -360,17 +365,21 @@ func (l *Lease) Release(side CloseSide) {
 	if side == LocalClose && l.a.aging > 0 {
 		until = l.a.now() + l.a.aging
 	}
-	l.release(until)
+	l.release(until, false)
 }
 
-// collided returns a port found held outside the allocator: it ages, so
-// the next attempts try other ports first.
+// collisionAging is how long a port found held outside the allocator is
+// left alone: whatever holds it (a listener, another program's connection)
+// usually holds it for a while, so the next attempts try other ports.
+const collisionAging = int64(time.Second)
+
+// collided returns a port found held outside the allocator to its own
+// queue, so ports our side closed keep their shorter aging.
 func (l *Lease) collided() {
-	until := l.a.now() + max(l.a.aging, int64(time.Second))
-	l.release(until)
+	l.release(l.a.now()+collisionAging, true)
 }
 
-func (l *Lease) release(until int64) {
+func (l *Lease) release(until int64, collided bool) {
 	if !l.done.CompareAndSwap(false, true) {
 		return
 	}
@@ -383,7 +392,11 @@ func (l *Lease) release(until int64) {
 	sh.mu.Lock()
 	p := sh.pools[l.key]
 	// The pool exists: it is only dropped when nothing is leased from it.
-	p.give(l.idx, until)
+	if collided {
+		p.giveCollided(l.idx, until)
+	} else {
+		p.give(l.idx, until)
+	}
 	if p.idle() {
 		delete(sh.pools, l.key)
 	}
