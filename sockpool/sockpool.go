@@ -239,26 +239,27 @@ func (p *Pool) Get(ctx context.Context) (*Socket, error) {
 		return s, nil
 	default:
 	}
-	p.mu.Lock()
-	err, errCh := p.err, p.errCh
-	p.mu.Unlock()
-	if err != nil {
-		return nil, err
-	}
 	p.waits.Add(1)
-	p.wake()
-	select {
-	case s := <-p.sockets:
-		p.handedOut.Add(1)
-		return s, nil
-	case <-ctx.Done():
-		return nil, fmt.Errorf("sockpool: waiting for a socket in %s: %w", p.label, ctx.Err())
-	case <-p.done:
-		return nil, ErrClosed
-	case <-errCh:
+	for {
 		p.mu.Lock()
-		defer p.mu.Unlock()
-		return nil, p.err
+		err, errCh := p.err, p.errCh
+		p.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		p.wake()
+		select {
+		case s := <-p.sockets:
+			p.handedOut.Add(1)
+			return s, nil
+		case <-ctx.Done():
+			return nil, fmt.Errorf("sockpool: waiting for a socket in %s: %w", p.label, ctx.Err())
+		case <-p.done:
+			return nil, ErrClosed
+		case <-errCh:
+			// The error may already be cleared again (a refill
+			// succeeded): look at it afresh, and wait on if it is.
+		}
 	}
 }
 
