@@ -25,6 +25,11 @@ type mmsgConn struct {
 	counters
 	pc  batchRW
 	gso atomic.Bool // UDP GSO works here; cleared on the first EIO
+	// gsoTooBig is the smallest segment size the kernel refused with
+	// EMSGSIZE (segments above the path MTU are not cut, while a plain
+	// send of the same datagram is fragmented); 0 while none was.
+	// Datagrams that large go one per message.
+	gsoTooBig int
 	gro bool        // UDP_GRO is on: reads may carry several datagrams
 
 	// With GRO, reads land in big buffers of our own and are split into
@@ -181,7 +186,9 @@ const (
 // as one message with a UDP_SEGMENT control message, its buffers as the
 // iovec (no copy), and the kernel cuts it into datagrams; a kernel or
 // device that refuses GSO (EIO) turns it off for this Conn and the batch is
-// sent again without it.
+// sent again without it; a segment size larger than the path MTU (EMSGSIZE,
+// which the plain path does not meet: it fragments) is remembered, and
+// datagrams of that size or larger are sent one per message from then on.
 func (c *mmsgConn) WriteBatch(buffs [][]byte, addr netip.AddrPort) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -197,7 +204,7 @@ func (c *mmsgConn) WriteBatch(buffs [][]byte, addr netip.AddrPort) error {
 		k, used := 0, 0
 		for k < len(c.wmsgs) && used < len(buffs) {
 			run := 1
-			if gso {
+			if gso && (c.gsoTooBig == 0 || len(buffs[used]) < c.gsoTooBig) {
 				run = gsoRun(buffs[used:])
 			}
 			m := &c.wmsgs[k]
@@ -212,6 +219,13 @@ func (c *mmsgConn) WriteBatch(buffs [][]byte, addr netip.AddrPort) error {
 		if err != nil {
 			if gso && errors.Is(err, syscall.EIO) {
 				c.gso.Store(false)
+				continue
+			}
+			// The failed message is the first one: sendmmsg reports the
+			// messages sent before a failure and the error on the next
+			// call.
+			if seg := len(c.wmsgs[0].Buffers[0]); c.wmsgs[0].OOB != nil && errors.Is(err, syscall.EMSGSIZE) {
+				c.gsoTooBig = seg
 				continue
 			}
 			return err
