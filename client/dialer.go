@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/connopt/connopt/internal/confcheck"
 	"github.com/connopt/connopt/internal/rawsock"
 	"github.com/connopt/connopt/internal/tcpconn"
 	"github.com/connopt/connopt/ports"
@@ -38,6 +39,9 @@ var (
 	ErrNameInNamespace = errors.New("client: host names are not resolved for another network namespace; dial an IP address")
 	// ErrClosed is returned after Close.
 	ErrClosed = errors.New("client: dialer closed")
+	// ErrInvalidConfig is returned by NewDialer for a Config value that has
+	// no meaning, such as a negative timeout or size.
+	ErrInvalidConfig = errors.New("client: invalid Config")
 )
 
 // Config configures a Dialer. The zero value dials from the current
@@ -100,6 +104,15 @@ type Dialer struct {
 // NewDialer returns a Dialer; its IPv4 socket pool starts filling at once,
 // so a missing namespace is reported here.
 func NewDialer(cfg Config) (*Dialer, error) {
+	if err := confcheck.NonNegative(ErrInvalidConfig,
+		confcheck.Duration("ConnectTimeout", cfg.ConnectTimeout), confcheck.Int("PoolSize", cfg.PoolSize),
+		confcheck.Duration("DNSCacheTTL", cfg.DNSCacheTTL),
+		confcheck.Duration("KeepAliveIdle", cfg.KeepAliveIdle), confcheck.Duration("KeepAliveInterval", cfg.KeepAliveInterval),
+		confcheck.Int("KeepAliveCount", cfg.KeepAliveCount),
+		confcheck.Int("ReadBuffer", cfg.ReadBuffer), confcheck.Int("WriteBuffer", cfg.WriteBuffer),
+	); err != nil {
+		return nil, err
+	}
 	d := &Dialer{
 		cfg:     cfg,
 		timeout: cfg.ConnectTimeout,
@@ -121,7 +134,7 @@ func NewDialer(cfg Config) (*Dialer, error) {
 		for _, s := range cfg.Sources {
 			switch {
 			case !s.IsValid():
-				return nil, errors.New("client: invalid address in Config.Sources")
+				return nil, fmt.Errorf("%w: invalid address in Sources", ErrInvalidConfig)
 			case s.Unmap().Is4():
 				d.srcs4 = append(d.srcs4, s.Unmap())
 			default:

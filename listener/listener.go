@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/connopt/connopt/internal/confcheck"
 	"github.com/connopt/connopt/internal/tcpconn"
 )
 
@@ -83,7 +84,7 @@ type Config struct {
 
 	// MaxAcceptBackoff bounds the sleep after Accept hits EMFILE, ENFILE,
 	// ENOBUFS or ENOMEM. The sleep starts at 5ms and doubles. Zero means
-	// DefaultMaxAcceptBackoff; it must be at least 5ms.
+	// DefaultMaxAcceptBackoff; negative is an error.
 	MaxAcceptBackoff time.Duration
 
 	// WrapConns makes Accept return a *Conn instead of the standard
@@ -117,30 +118,21 @@ func orDefault[T int | time.Duration](v, def T) T {
 	return v
 }
 
-// validate rejects values that have no meaning. The rule, here and in the
-// other packages: zero means the documented default; a negative value is
-// an error, except where a field documents that negative turns the feature
-// off (DeferAccept).
+// validate rejects values that have no meaning, by the rule of every
+// connopt Config: zero means the documented default, negative is an error
+// unless the field says it turns the feature off (DeferAccept).
 func (c *Config) validate() error {
-	for _, f := range []struct {
-		name string
-		v    int64
-	}{
-		{"Backlog", int64(c.Backlog)},
-		{"KeepAliveIdle", int64(c.KeepAliveIdle)},
-		{"KeepAliveInterval", int64(c.KeepAliveInterval)},
-		{"KeepAliveCount", int64(c.KeepAliveCount)},
-		{"FastOpenQueue", int64(c.FastOpenQueue)},
-		{"ReadBuffer", int64(c.ReadBuffer)},
-		{"WriteBuffer", int64(c.WriteBuffer)},
-		{"MaxAcceptBackoff", int64(c.MaxAcceptBackoff)},
-	} {
-		if f.v < 0 {
-			return fmt.Errorf("%w: %s is negative (%d)", ErrInvalidConfig, f.name, f.v)
-		}
-	}
-	if c.MaxAcceptBackoff != 0 && c.MaxAcceptBackoff < minAcceptBackoff {
-		return fmt.Errorf("%w: MaxAcceptBackoff %v is below the first back-off step (%v)", ErrInvalidConfig, c.MaxAcceptBackoff, minAcceptBackoff)
+	if err := confcheck.NonNegative(ErrInvalidConfig,
+		confcheck.Int("Backlog", c.Backlog),
+		confcheck.Duration("KeepAliveIdle", c.KeepAliveIdle),
+		confcheck.Duration("KeepAliveInterval", c.KeepAliveInterval),
+		confcheck.Int("KeepAliveCount", c.KeepAliveCount),
+		confcheck.Int("FastOpenQueue", c.FastOpenQueue),
+		confcheck.Int("ReadBuffer", c.ReadBuffer),
+		confcheck.Int("WriteBuffer", c.WriteBuffer),
+		confcheck.Duration("MaxAcceptBackoff", c.MaxAcceptBackoff),
+	); err != nil {
+		return err
 	}
 	return nil
 }

@@ -24,8 +24,14 @@ func Chain(h fasthttp.RequestHandler, mws ...Middleware) fasthttp.RequestHandler
 }
 
 // register registers c, or returns the collector already registered under
-// the same descriptors.
+// the same descriptors. A nil reg means prometheus.DefaultRegisterer. A
+// collector that conflicts with one already registered (same name, other
+// labels) is a programming error, reported as MustRegister reports it: a
+// panic at construction, never while serving.
 func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if reg == nil {
+		reg = prometheus.DefaultRegisterer
+	}
 	if err := reg.Register(c); err != nil {
 		var are prometheus.AlreadyRegisteredError
 		if errors.As(err, &are) {
@@ -56,6 +62,12 @@ func methodIndex(m []byte) int {
 //	connopt_http_requests_total{method,code}
 //	connopt_http_request_duration_seconds{method}  (histogram)
 //	connopt_http_requests_in_flight
+//
+// The code recorded is the one sent, wherever Metrics stands in a Chain: a
+// panic passing through it is recorded as the 500 that Recover sends, and
+// passed on. Requests that do not reach it (refused by a Limit placed
+// before it) are not counted; place it before Limit to count those 503s. A
+// nil reg means prometheus.DefaultRegisterer, as for Recover and Limit.
 func Metrics(reg prometheus.Registerer) Middleware {
 	requests := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "connopt_http_requests_total", Help: "HTTP requests handled, by method and status code.",
@@ -99,10 +111,18 @@ func Metrics(reg prometheus.Registerer) Middleware {
 				start = time.Now()
 			}
 			defer func() {
+				code := ctx.Response.StatusCode()
+				p := recover()
+				if p != nil {
+					code = fasthttp.StatusInternalServerError // what Recover sends
+				}
 				mi := methodIndex(ctx.Method())
 				observers[mi].Observe(time.Since(start).Seconds())
-				counter(mi, ctx.Response.StatusCode()).Inc()
+				counter(mi, code).Inc()
 				inFlight.Add(-1)
+				if p != nil {
+					panic(p)
+				}
 			}()
 			next(ctx)
 		}

@@ -186,3 +186,50 @@ func TestChainOrder(t *testing.T) {
 		t.Fatalf("order %s", got)
 	}
 }
+
+// Whatever the order of Recover and Metrics, a panic is recorded as the
+// 500 on the wire.
+func TestPanicRecordedAsSent(t *testing.T) {
+	boom := func(ctx *fasthttp.RequestCtx) {
+		if string(ctx.Path()) == "/panic" {
+			panic("boom")
+		}
+	}
+	for _, order := range []string{"Recover, Metrics, Limit", "Metrics, Recover, Limit"} {
+		t.Run(order, func(t *testing.T) {
+			reg := prometheus.NewRegistry()
+			mws := []Middleware{Recover(reg, nil), Metrics(reg), Limit(10, time.Second, reg)}
+			if strings.HasPrefix(order, "Metrics") {
+				mws[0], mws[1] = mws[1], mws[0]
+			}
+			hc := &fasthttp.HostClient{Addr: serve(t, Chain(boom, mws...))}
+			for range 3 {
+				if code, _ := do(t, hc, "GET", "/panic"); code != 500 {
+					t.Fatalf("panic answered %d", code)
+				}
+			}
+			do(t, hc, "GET", "/")
+			want := `
+# HELP connopt_http_requests_total HTTP requests handled, by method and status code.
+# TYPE connopt_http_requests_total counter
+connopt_http_requests_total{code="200",method="GET"} 1
+connopt_http_requests_total{code="500",method="GET"} 3
+`
+			if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "connopt_http_requests_total"); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// A nil registry means the default one, for every middleware.
+func TestNilRegistry(t *testing.T) {
+	h := Chain(func(ctx *fasthttp.RequestCtx) {}, Recover(nil, nil), Metrics(nil), Limit(1, time.Second, nil))
+	hc := &fasthttp.HostClient{Addr: serve(t, h)}
+	do(t, hc, "GET", "/")
+	for _, name := range []string{"connopt_http_requests_total", "connopt_http_panics_total", "connopt_http_limited_total"} {
+		if n, err := testutil.GatherAndCount(prometheus.DefaultGatherer, name); err != nil || n == 0 {
+			t.Errorf("%s in the default registry: %d series, %v", name, n, err)
+		}
+	}
+}

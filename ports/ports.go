@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/connopt/connopt/internal/confcheck"
 	"github.com/connopt/connopt/internal/rawsock"
 	"github.com/connopt/connopt/internal/tcpconn"
 )
@@ -52,6 +53,9 @@ const (
 )
 
 var (
+	// ErrInvalidConfig is returned by New for a Config value that has no
+	// meaning, such as a negative Attempts or an inverted Range.
+	ErrInvalidConfig = errors.New("ports: invalid Config")
 	// ErrExhausted means every source address and port for a destination
 	// is leased or aging.
 	ErrExhausted = errors.New("ports: port range exhausted")
@@ -146,7 +150,10 @@ func New(cfg Config) (*Allocator, error) {
 		r = sys
 	}
 	if r.Low == 0 || r.Low > r.High {
-		return nil, fmt.Errorf("ports: invalid range %v", r)
+		return nil, fmt.Errorf("%w: range %v", ErrInvalidConfig, r)
+	}
+	if err := confcheck.NonNegative(ErrInvalidConfig, confcheck.Int("Attempts", cfg.Attempts)); err != nil {
+		return nil, err
 	}
 	a := &Allocator{
 		strategy: cfg.Strategy,
@@ -166,13 +173,13 @@ func New(cfg Config) (*Allocator, error) {
 	case cfg.Aging < 0:
 		a.aging = 0
 	}
-	if a.attempts <= 0 {
+	if a.attempts == 0 {
 		a.attempts = DefaultAttempts
 	}
 	for _, s := range cfg.Sources {
 		switch {
 		case !s.IsValid():
-			return nil, fmt.Errorf("ports: invalid source address in Config.Sources")
+			return nil, fmt.Errorf("%w: invalid address in Sources", ErrInvalidConfig)
 		case s.Unmap().Is4():
 			a.sources4 = append(a.sources4, s.Unmap())
 		default:

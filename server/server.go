@@ -19,6 +19,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
+	"github.com/connopt/connopt/internal/confcheck"
 	"github.com/connopt/connopt/internal/nsexec"
 	"github.com/connopt/connopt/listener"
 )
@@ -37,6 +38,10 @@ const (
 // ErrShutdownTimeout is returned by Run when requests were still in flight
 // at the shutdown deadline; their connections were closed.
 var ErrShutdownTimeout = errors.New("server: shutdown deadline passed with requests in flight")
+
+// ErrInvalidConfig is returned by New for a nil handler or a Config value
+// that has no meaning, such as a negative timeout.
+var ErrInvalidConfig = errors.New("server: invalid Config")
 
 // Config configures a Server. Every zero value means the documented default.
 type Config struct {
@@ -121,15 +126,21 @@ type Server struct {
 // open.
 func New(handler fasthttp.RequestHandler, cfg Config) (*Server, error) {
 	if handler == nil {
-		return nil, errors.New("server: nil handler")
+		return nil, fmt.Errorf("%w: nil handler", ErrInvalidConfig)
+	}
+	if err := confcheck.NonNegative(ErrInvalidConfig,
+		confcheck.Int("Shards", cfg.Shards),
+		confcheck.Duration("ReadTimeout", cfg.ReadTimeout), confcheck.Duration("WriteTimeout", cfg.WriteTimeout),
+		confcheck.Duration("IdleTimeout", cfg.IdleTimeout), confcheck.Int("MaxRequestBodySize", cfg.MaxRequestBodySize),
+		confcheck.Int("Concurrency", cfg.Concurrency), confcheck.Duration("MaxIdleWorkerDuration", cfg.MaxIdleWorkerDuration),
+		confcheck.Duration("ShutdownTimeout", cfg.ShutdownTimeout),
+	); err != nil {
+		return nil, err
 	}
 	cfg.Addr = orDefault(cfg.Addr, DefaultAddr)
 	cfg.Shards = orDefault(cfg.Shards, runtime.GOMAXPROCS(0))
 	cfg.MetricsPath = orDefault(cfg.MetricsPath, DefaultMetricsPath)
 	cfg.ShutdownTimeout = orDefault(cfg.ShutdownTimeout, DefaultShutdownTimeout)
-	if cfg.Shards < 1 {
-		return nil, fmt.Errorf("server: %d shards", cfg.Shards)
-	}
 	s := &Server{cfg: cfg, reg: cfg.Registry, conns: map[net.Conn]struct{}{}}
 	if s.reg == nil {
 		s.reg = prometheus.NewRegistry()

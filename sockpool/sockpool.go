@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/connopt/connopt/internal/confcheck"
 	"github.com/connopt/connopt/internal/rawsock"
 )
 
@@ -24,6 +25,9 @@ const (
 var (
 	// ErrClosed is returned by Get after Close.
 	ErrClosed = errors.New("sockpool: pool closed")
+	// ErrInvalidConfig is returned by New for a Config value that has no
+	// meaning, such as a negative size or interval.
+	ErrInvalidConfig = errors.New("sockpool: invalid Config")
 	// ErrNamespaceGone means the namespace's name or path no longer exists.
 	ErrNamespaceGone = errors.New("sockpool: network namespace is gone")
 	// ErrNamespaceChanged means the name or path now leads to another
@@ -77,8 +81,13 @@ type Config struct {
 }
 
 func (c *Config) normalize() error {
-	if c.Size < 0 || c.LowWatermark < 0 || c.Batch < 0 || c.ReadBuffer < 0 || c.WriteBuffer < 0 || c.KeepAliveCount < 0 {
-		return errors.New("sockpool: negative size, watermark, batch, buffer or count in Config")
+	if err := confcheck.NonNegative(ErrInvalidConfig,
+		confcheck.Int("Size", c.Size), confcheck.Int("LowWatermark", c.LowWatermark), confcheck.Int("Batch", c.Batch),
+		confcheck.Int("ReadBuffer", c.ReadBuffer), confcheck.Int("WriteBuffer", c.WriteBuffer),
+		confcheck.Duration("KeepAliveIdle", c.KeepAliveIdle), confcheck.Duration("KeepAliveInterval", c.KeepAliveInterval),
+		confcheck.Int("KeepAliveCount", c.KeepAliveCount), confcheck.Duration("CheckInterval", c.CheckInterval),
+	); err != nil {
+		return err
 	}
 	if c.Size == 0 {
 		c.Size = DefaultSize
@@ -87,12 +96,12 @@ func (c *Config) normalize() error {
 		c.LowWatermark = max(1, c.Size/4)
 	}
 	if c.LowWatermark > c.Size {
-		return fmt.Errorf("sockpool: LowWatermark %d above Size %d", c.LowWatermark, c.Size)
+		return fmt.Errorf("%w: LowWatermark %d above Size %d", ErrInvalidConfig, c.LowWatermark, c.Size)
 	}
 	if c.Batch == 0 {
 		c.Batch = c.Size
 	}
-	if c.CheckInterval <= 0 {
+	if c.CheckInterval == 0 {
 		c.CheckInterval = DefaultCheckInterval
 	}
 	return nil
