@@ -52,10 +52,10 @@ bench-http: bench-deps
 	cd benchmarks/gnet && $(GO) build -o ../../bin/gnet-hello .
 	./bin/httpbench -gnet bin/gnet-hello -rounds 3 -d 3s -out benchmarks/results
 
-## bench-listener: stock net.Listen vs listener.Listen only
+## bench-listener: stock net.Listen vs listener.Listen, plain and with WrapConns
 bench-listener: bench-deps
 	$(GO) build -o bin/httpbench ./benchmarks/httpbench
-	./bin/httpbench -servers fasthttp,connopt -loads keep-alive,churn -rounds 7 -d 5s
+	./bin/httpbench -servers fasthttp,connopt,connopt-wrap -loads keep-alive,churn -rounds 7 -d 5s
 
 ## bench-ports: dial time as a narrowed port range fills, per source-port strategy (root: makes a namespace)
 bench-ports: bench-deps

@@ -16,10 +16,15 @@
 // peer has gone away, and release their port lease on Close (at once if the
 // peer closed first, after aging otherwise).
 //
+// A host name's addresses are tried in turn within one dial, the two
+// families racing as in net.Dialer's Happy Eyeballs; an address that failed
+// is tried last for a while.
+//
 // Pooled keep-alive connections are never probed before reuse: a dead one
-// shows up as a failed write or read, and the fasthttp clients built here
-// retry the request on a fresh connection when that is safe (idempotent
-// requests; others only when the write itself failed).
+// shows up as a failed write or read, the client's other idle connections
+// are closed (after an idle gap they are likely dead too), and the fasthttp
+// clients built here retry the request on a fresh connection when that is
+// safe (idempotent requests; others only when the write itself failed).
 //
 // Linux only at run time: elsewhere NewDialer fails with
 // sockpool.ErrUnsupported.

@@ -11,10 +11,16 @@
 // its first bytes arrive, so the server's first read finds the request
 // instead of returning EAGAIN and waiting on the poller.
 //
+// Accept returns the standard *net.TCPConn: none of the above needs a
+// wrapper, and code that asserts the type, or fasthttp's single-writev path,
+// keeps working. Config.WrapConns hands out *Conn instead: active and
+// peer-closed counters and lazy deadlines, with net.Conn's meaning kept on
+// every I/O path.
+//
 // Nothing is probed per request. A peer that went away shows up in the error
-// of the write (or read) the server was doing anyway: errors.Is(err,
-// ErrPeerClosed) recognises EPIPE and ECONNRESET, as Puma learned to do
-// instead of a getsockopt per request.
+// of the write (or read) the server was doing anyway: IsPeerClosed (or
+// errors.Is(err, ErrPeerClosed) on a *Conn) recognises EPIPE and
+// ECONNRESET, as Puma learned to do instead of a getsockopt per request.
 //
 // Accept survives descriptor exhaustion: EMFILE, ENFILE, ENOBUFS and ENOMEM
 // are counted and retried after a bounded, growing sleep instead of being

@@ -7,7 +7,7 @@
 // tracepoints, and peak RSS; every figure also as a ratio to stock fasthttp.
 //
 // Servers: net/http, fasthttp on net.Listen, fasthttp on its reuseport
-// listener, fasthttp on connopt's listener, connopt's server package with
+// listener, fasthttp on connopt's listener (plain, and with WrapConns), connopt's server package with
 // the metrics middleware, and gnet v2 (an event loop without an HTTP
 // parser: a floor), built from benchmarks/gnet, its own module.
 //

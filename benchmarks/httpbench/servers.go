@@ -22,7 +22,7 @@ import (
 const serveEnv = "CONNOPT_HTTPBENCH_SERVE"
 
 // The servers compared. gnet is a separate binary (its own module).
-var allServers = []string{"net/http", "fasthttp", "fasthttp-reuseport", "connopt", "connopt-server", "gnet"}
+var allServers = []string{"net/http", "fasthttp", "fasthttp-reuseport", "connopt", "connopt-wrap", "connopt-server", "gnet"}
 
 const baseline = "fasthttp"
 
@@ -55,6 +55,10 @@ func runServer(kind, addr string) {
 		ln, err = reuseport.Listen("tcp4", addr)
 	case "connopt":
 		ln, err = listener.Listen("tcp4", addr, nil)
+	case "connopt-wrap":
+		// The same listener handing out *listener.Conn (counters, lazy
+		// deadlines) instead of *net.TCPConn.
+		ln, err = listener.Listen("tcp4", addr, &listener.Config{WrapConns: true})
 	case "connopt-server", "connopt-server-nometrics":
 		// The second is a diagnostic (not in the default set): the same
 		// server without the metrics middleware.

@@ -61,7 +61,10 @@ func (c *FileConn) opError(op string, err error) error {
 	if errors.As(err, &pe) {
 		inner = pe.Err
 	}
-	switch {
+	switch _, other := inner.(*net.OpError); {
+	case other:
+		// The other end of a ReadFrom or WriteTo failed: net keeps its
+		// error whole inside the outer one.
 	case errors.Is(inner, os.ErrClosed), inner.Error() == errFileClosing:
 		inner = net.ErrClosed
 	case errors.Is(inner, os.ErrDeadlineExceeded):

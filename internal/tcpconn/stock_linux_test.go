@@ -165,6 +165,7 @@ func TestReadFromLosesNothing(t *testing.T) {
 // own, re-armed and retried forever).
 func TestCopyReturnsTheOtherSidesTimeout(t *testing.T) {
 	t.Run("ReadFrom", func(t *testing.T) {
+		texts := map[string]string{}
 		eachKind(t, func(t *testing.T, k kind) {
 			c, _ := stockPair(t, k)
 			c.SetWriteDeadline(time.Now().Add(time.Hour))
@@ -176,7 +177,14 @@ func TestCopyReturnsTheOtherSidesTimeout(t *testing.T) {
 			if !errors.Is(err, os.ErrDeadlineExceeded) || d < 140*time.Millisecond || d > 2*time.Second {
 				t.Fatalf("io.Copy(conn, upstream) returned %v after %v; want the upstream's timeout at 150 ms", err, d)
 			}
+			texts[k.name] = strings.NewReplacer(c.LocalAddr().String(), "L", c.RemoteAddr().String(), "R",
+				up.LocalAddr().String(), "UL", up.RemoteAddr().String(), "UR").Replace(err.Error())
 		})
+		for name, got := range texts {
+			if got != texts["stock"] {
+				t.Errorf("%s: %q, stock %q", name, got, texts["stock"])
+			}
+		}
 	})
 	t.Run("WriteTo", func(t *testing.T) {
 		eachKind(t, func(t *testing.T, k kind) {
