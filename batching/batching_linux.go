@@ -30,7 +30,7 @@ type mmsgConn struct {
 	// send of the same datagram is fragmented); 0 while none was.
 	// Datagrams that large go one per message.
 	gsoTooBig int
-	gro bool        // UDP_GRO is on: reads may carry several datagrams
+	gro       bool // UDP_GRO is on: reads may carry several datagrams
 
 	// With GRO, reads land in big buffers of our own and are split into
 	// the caller's messages; segments that did not fit wait in pending
