@@ -35,7 +35,7 @@ soak:
 vet:
 	$(GO) vet ./...
 
-## bench: every benchmark, about 9 minutes on 2 cores: the hello-world comparison, the harnesses, go test -bench
+## bench: every benchmark, about 12 minutes on 2 cores: the hello-world comparison, the harnesses, go test -bench
 bench: bench-http bench-ports bench-sockpool bench-client bench-batching bench-go
 
 ## bench-quick: a half-minute subset: stock fasthttp vs connopt, keep-alive and churn, one round
@@ -46,7 +46,7 @@ bench-quick: bench-deps
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 20000x ./...
 
-## bench-http: six hello-world servers x three loads, alternated; writes benchmarks/results/{latest.md,cpu.svg,syscalls.svg}
+## bench-http: seven hello-world servers x three loads, alternated; writes benchmarks/results/{latest.md,cpu.svg,syscalls.svg}
 bench-http: bench-deps
 	$(GO) build -o bin/httpbench ./benchmarks/httpbench
 	cd benchmarks/gnet && $(GO) build -o ../../bin/gnet-hello .

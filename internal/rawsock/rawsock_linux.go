@@ -293,12 +293,14 @@ func Connect(ctx context.Context, fd int, remote netip.AddrPort) (*os.File, erro
 	return f, nil
 }
 
-// LocalAddr returns the socket's bound address (getsockname).
+// LocalAddr returns the socket's bound address (getsockname). The standard
+// library's syscall.Getsockname, not x/sys's: for AF_INET and AF_INET6 the
+// latter also asks SO_PROTOCOL (to recognise L2TP), one getsockopt more.
 func LocalAddr(rc syscall.RawConn) (*net.TCPAddr, error) {
-	var sa unix.Sockaddr
+	var sa syscall.Sockaddr
 	err := Control(rc, func(fd int) error {
 		var err error
-		sa, err = unix.Getsockname(fd)
+		sa, err = syscall.Getsockname(fd)
 		if err != nil {
 			return os.NewSyscallError("getsockname", err)
 		}
@@ -308,9 +310,9 @@ func LocalAddr(rc syscall.RawConn) (*net.TCPAddr, error) {
 		return nil, err
 	}
 	switch sa := sa.(type) {
-	case *unix.SockaddrInet4:
+	case *syscall.SockaddrInet4:
 		return &net.TCPAddr{IP: net.IP(sa.Addr[:]).To16(), Port: sa.Port}, nil
-	case *unix.SockaddrInet6:
+	case *syscall.SockaddrInet6:
 		a := &net.TCPAddr{IP: net.IP(sa.Addr[:]), Port: sa.Port}
 		if sa.ZoneId != 0 {
 			if ifi, err := net.InterfaceByIndex(int(sa.ZoneId)); err == nil {
