@@ -112,27 +112,31 @@ func (s *state) Write(b []byte) (int, error) {
 // and splice paths. It runs once with the wanted write deadline on the
 // descriptor; see lazyDeadline.
 func (s *state) ReadFrom(r io.Reader) (int64, error) {
-	s.writeDeadline.startBulk(s.s.SetWriteDeadline)
-	defer s.writeDeadline.endBulk()
-	n, err := s.s.ReadFrom(r)
-	if err != nil && !otherSide(err, "read") {
-		err = s.peerClosed(s.fix("readfrom", err), &s.counters.PeerClosedWrite)
-	} else {
-		err = s.fix("readfrom", err)
-	}
-	return n, err
+	return s.bulk(&s.writeDeadline, s.s.SetWriteDeadline, "readfrom", "read", &s.counters.PeerClosedWrite,
+		func() (int64, error) { return s.s.ReadFrom(r) })
 }
 
 // WriteTo implements io.WriterTo with the standard library's splice path.
 // It runs once with the wanted read deadline on the descriptor.
 func (s *state) WriteTo(w io.Writer) (int64, error) {
-	s.readDeadline.startBulk(s.s.SetReadDeadline)
-	defer s.readDeadline.endBulk()
-	n, err := s.s.WriteTo(w)
-	if err != nil && !otherSide(err, "write") {
-		err = s.peerClosed(s.fix("writeto", err), &s.counters.PeerClosedRead)
-	} else {
-		err = s.fix("writeto", err)
+	return s.bulk(&s.readDeadline, s.s.SetReadDeadline, "writeto", "write", &s.counters.PeerClosedRead,
+		func() (int64, error) { return s.s.WriteTo(w) })
+}
+
+// bulk runs a copy of op once under deadline d, made exact for its
+// duration. An error that came from the other end of the copy (its
+// otherOp, seen from there) is returned as it is, not counted as this
+// connection's peer closing.
+func (s *state) bulk(d *lazyDeadline, apply func(time.Time) error, op, otherOp string, counter *atomic.Uint64, copy func() (int64, error)) (int64, error) {
+	d.startBulk(apply)
+	defer d.endBulk()
+	n, err := copy()
+	if err == nil || err == io.EOF {
+		return n, err
+	}
+	err = s.fix(op, err)
+	if !otherSide(err, otherOp) {
+		err = s.peerClosed(err, counter)
 	}
 	return n, err
 }
