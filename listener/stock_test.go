@@ -64,7 +64,7 @@ func TestFasthttpStreamAfterEarlierDeadline(t *testing.T) {
 				ctx.WriteString("small")
 			},
 			ReadTimeout:  5 * time.Second,
-			WriteTimeout: time.Second,
+			WriteTimeout: 2 * time.Second,
 			IdleTimeout:  5 * time.Second,
 			Logger:       testLogger{t},
 		}
@@ -77,15 +77,15 @@ func TestFasthttpStreamAfterEarlierDeadline(t *testing.T) {
 		}
 		defer c.Close()
 		br := bufio.NewReaderSize(c, 64<<10)
-		if _, err := get(c, br, "/small", ""); err != nil { // write deadline: now+1 s
+		if _, err := get(c, br, "/small", ""); err != nil { // write deadline: t0+2 s
 			t.Fatal(err)
 		}
-		time.Sleep(500 * time.Millisecond)
-		// This response's write deadline is now+1 s; the first one's passes
+		time.Sleep(time.Second)
+		// This response's write deadline is t0+3 s; the first one's passes
 		// while the server is still writing, because the client reads only
-		// after 700 ms.
+		// from t0+2.2 s.
 		fmt.Fprintf(c, "GET /big HTTP/1.1\r\nHost: test\r\n\r\n")
-		time.Sleep(700 * time.Millisecond)
+		time.Sleep(1200 * time.Millisecond)
 		c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		resp := fasthttp.AcquireResponse()
 		defer fasthttp.ReleaseResponse(resp)
