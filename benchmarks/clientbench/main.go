@@ -1,5 +1,6 @@
 // Command clientbench measures connopt's client.Dialer against net.Dialer
-// and fasthttp's dialer, following shared/BENCHMARKING.md:
+// and fasthttp's dialer, by the method in the README ("How connopt is
+// measured"):
 //
 //  1. syscalls per new connection (dial and close), counted with perf
 //     tracepoints on a worker process that only dials;

@@ -2,8 +2,9 @@
 // with connopt's own parts: the server side accepts with listener, the
 // client side dials with client (on sockpool and a ports allocator), and
 // every connection sends "Ping" every interval and expects "Pong" within a
-// timeout. It is the Erlang connscale tester of shared/seeds/001, with that
-// seed's to-do list done: configurable ping interval and timeout, and
+// timeout. It follows Erlang's connscale tester (a server and clients
+// holding ping-pong connections to find what one machine holds), with its
+// to-do list done: configurable ping interval and timeout, and
 // statistics (connections per second, open, failures with their reason,
 // pong RTT percentiles from an HDR-style histogram, memory per connection).
 //

@@ -1,5 +1,5 @@
 // Command httpbench is connopt's hello-world comparison, run side by side
-// and alternated as shared/BENCHMARKING.md prescribes: each server pinned
+// and alternated, by the method in the README ("How connopt is measured"): each server pinned
 // to core 0 with GOMAXPROCS=1, wrk pinned to core 1, three loads
 // (keep-alive, connection churn, 16-deep pipelining), and per server and
 // load: requests/s and server CPU per request from a run without perf, the

@@ -8,7 +8,7 @@
 // It runs itself inside a network namespace it creates (so it needs root and
 // iproute2), where ip_local_port_range is the narrowed range and nothing else
 // holds ports; the host's settings are not touched. Methods are alternated
-// over rounds, as shared/BENCHMARKING.md asks.
+// over rounds, so a slow moment of the machine hits every method alike.
 package main
 
 import (
