@@ -119,8 +119,12 @@ func (s *state) ReadFrom(r io.Reader) (int64, error) {
 // WriteTo implements io.WriterTo with the standard library's splice path.
 // It runs once with the wanted read deadline on the descriptor.
 func (s *state) WriteTo(w io.Writer) (int64, error) {
-	return s.bulk(&s.readDeadline, s.s.SetReadDeadline, "writeto", "write", &s.counters.PeerClosedRead,
+	n, err := s.bulk(&s.readDeadline, s.s.SetReadDeadline, "writeto", "write", &s.counters.PeerClosedRead,
 		func() (int64, error) { return s.s.WriteTo(w) })
+	if err == nil {
+		s.peerGone.Store(true) // WriteTo ends without error at the peer's EOF
+	}
+	return n, err
 }
 
 // bulk runs a copy of op once under deadline d, made exact for its
