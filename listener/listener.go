@@ -122,7 +122,7 @@ func orDefault[T int | time.Duration](v, def T) T {
 // connopt Config: zero means the documented default, negative is an error
 // unless the field says it turns the feature off (DeferAccept).
 func (c *Config) validate() error {
-	if err := confcheck.NonNegative(ErrInvalidConfig,
+	return confcheck.NonNegative(ErrInvalidConfig,
 		confcheck.Int("Backlog", c.Backlog),
 		confcheck.Duration("KeepAliveIdle", c.KeepAliveIdle),
 		confcheck.Duration("KeepAliveInterval", c.KeepAliveInterval),
@@ -131,10 +131,7 @@ func (c *Config) validate() error {
 		confcheck.Int("ReadBuffer", c.ReadBuffer),
 		confcheck.Int("WriteBuffer", c.WriteBuffer),
 		confcheck.Duration("MaxAcceptBackoff", c.MaxAcceptBackoff),
-	); err != nil {
-		return err
-	}
-	return nil
+	)
 }
 
 // Listener is a TCP listener whose accepted connections inherit their socket
