@@ -5,20 +5,23 @@ GO ?= go
 
 ## run: the hello-world fasthttp server on connopt's listener, with /metrics, on 127.0.0.1:8080
 run:
-	$(GO) run ./examples/hello -addr 127.0.0.1:8080
+	$(GO) build -o bin/hello ./examples/hello
+	exec ./bin/hello -addr 127.0.0.1:8080
 
 ## proxy: the reverse-proxy example, with an upstream in a namespace it creates (root)
 proxy:
-	$(GO) run ./examples/proxy -demo -addr 127.0.0.1:8080
+	$(GO) build -o bin/proxy ./examples/proxy
+	exec ./bin/proxy -demo -addr 127.0.0.1:8080
 
 ## connscale: hold 100,000 ping-pong connections for 60 s on this machine (root for -netns; see README)
 connscale:
-	$(GO) build -o bin/connscale ./benchmarks/connscale
+	cd benchmarks && $(GO) build -o ../bin/connscale ./connscale
 	./bin/connscale run -conns 100000 -rate 5000 -interval 10s -hold 60s
 
 ## test: vet and race-enabled tests against real sockets (some need root and skip without it)
 test: vet
 	$(GO) test -race -count=1 ./...
+	cd benchmarks && $(GO) test -race -count=1 ./...
 
 ## soak: the fuzzers for a bounded time each, the fault suite repeated, and a 10-minute load soak (root)
 FUZZTIME ?= 30s
@@ -28,48 +31,51 @@ soak:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRange$$' -fuzztime $(FUZZTIME) ./ports
 	$(GO) test -run '^$$' -fuzz '^FuzzPath$$' -fuzztime $(FUZZTIME) ./internal/nsexec
 	$(GO) test -run '^$$' -fuzz '^FuzzResolve$$' -fuzztime $(FUZZTIME) ./client
-	$(GO) test -run '^$$' -fuzz '^FuzzServePings$$' -fuzztime $(FUZZTIME) ./benchmarks/connscale
+	cd benchmarks && $(GO) test -run '^$$' -fuzz '^FuzzServePings$$' -fuzztime $(FUZZTIME) ./connscale
 	$(GO) test -race -count=5 ./reliability ./listener ./server
 	CONNOPT_SOAK=$(SOAK) $(GO) test -run '^TestSoak$$' -count=1 -timeout 30m -v ./reliability
 
 vet:
 	$(GO) vet ./...
+	cd benchmarks && $(GO) vet ./...
+	cd benchmarks/gnet && $(GO) vet ./...
 
 ## bench: every benchmark, about 11 minutes on 2 cores: the hello-world comparison, the harnesses, go test -bench
 bench: bench-http bench-ports bench-sockpool bench-client bench-batching bench-go
 
 ## bench-quick: a half-minute subset: stock fasthttp vs connopt, keep-alive and churn, one round
 bench-quick: bench-deps
-	$(GO) build -o bin/httpbench ./benchmarks/httpbench
+	cd benchmarks && $(GO) build -o ../bin/httpbench ./httpbench
 	./bin/httpbench -servers fasthttp,connopt -loads keep-alive,churn -rounds 1 -d 3s
 
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 20000x ./...
+	cd benchmarks && $(GO) test -run '^$$' -bench . -benchmem -benchtime 20000x ./...
 
 ## bench-http: seven hello-world servers x three loads, alternated; writes benchmarks/results/{latest.md,cpu.svg,syscalls.svg}
 bench-http: bench-deps
-	$(GO) build -o bin/httpbench ./benchmarks/httpbench
+	cd benchmarks && $(GO) build -o ../bin/httpbench ./httpbench
 	cd benchmarks/gnet && $(GO) build -o ../../bin/gnet-hello .
 	./bin/httpbench -gnet bin/gnet-hello -rounds 3 -d 3s -out benchmarks/results
 
 ## bench-listener: stock net.Listen vs listener.Listen, plain and with WrapConns
 bench-listener: bench-deps
-	$(GO) build -o bin/httpbench ./benchmarks/httpbench
+	cd benchmarks && $(GO) build -o ../bin/httpbench ./httpbench
 	./bin/httpbench -servers fasthttp,connopt,connopt-wrap -loads keep-alive,churn -rounds 7 -d 5s
 
 ## bench-ports: dial time as a narrowed port range fills, per source-port strategy (root: makes a namespace)
 bench-ports: bench-deps
-	$(GO) build -o bin/portsbench ./benchmarks/portsbench
+	cd benchmarks && $(GO) build -o ../bin/portsbench ./portsbench
 	./bin/portsbench -out benchmarks/results/ports.md
 
 ## bench-sockpool: sockets obtained inside a namespace: setns per socket, per batch, Pool.Get (root)
 bench-sockpool: bench-deps
-	$(GO) build -o bin/sockpoolbench ./benchmarks/sockpoolbench
+	cd benchmarks && $(GO) build -o ../bin/sockpoolbench ./sockpoolbench
 	./bin/sockpoolbench -out benchmarks/results/sockpool.md
 
 ## bench-client: syscalls per dial and per request, namespace dial latency, source-port dial latency (root)
 bench-client: bench-deps
-	$(GO) build -o bin/clientbench ./benchmarks/clientbench
+	cd benchmarks && $(GO) build -o ../bin/clientbench ./clientbench
 	./bin/clientbench -out benchmarks/results/client.md
 
 ## bench-batching: datagrams per second and syscalls per datagram, one write per datagram vs sendmmsg

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"path/filepath"
-	"strings"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -50,11 +49,8 @@ func charts(o Options, loads []load, results map[string]map[string][]sample) err
 		p.X.Min, p.X.Max = -0.5, float64(len(loads))-0.5
 		p.Legend.Top = true
 		p.Legend.Left = true
-		// SVG for the README; PNG beside it for viewers without SVG.
-		for _, f := range []string{c.file, strings.TrimSuffix(c.file, ".svg") + ".png"} {
-			if err := p.Save(9*vg.Inch, 4.5*vg.Inch, filepath.Join(o.Out, f)); err != nil {
-				return fmt.Errorf("chart %s: %w", f, err)
-			}
+		if err := p.Save(9*vg.Inch, 4.5*vg.Inch, filepath.Join(o.Out, c.file)); err != nil {
+			return fmt.Errorf("chart %s: %w", c.file, err)
 		}
 	}
 	return nil
