@@ -279,7 +279,7 @@ func TestDialErrors(t *testing.T) {
 
 	// A listener with a backlog of 1 that never accepts: once its queue is
 	// full, SYNs are dropped and connect waits.
-	full, err := listener.Listen("tcp4", "127.0.0.1:0", &listener.Config{Backlog: 1, DeferAccept: -1})
+	full, err := listener.Listen("tcp4", "127.0.0.1:0", listener.Config{Backlog: 1, DeferAccept: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,7 +329,7 @@ func TestDialErrors(t *testing.T) {
 }
 
 func TestConnConformance(t *testing.T) {
-	ln, err := listener.Listen("tcp4", "127.0.0.1:0", &listener.Config{DeferAccept: -1})
+	ln, err := listener.Listen("tcp4", "127.0.0.1:0", listener.Config{DeferAccept: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -359,7 +359,7 @@ func TestConnConformance(t *testing.T) {
 }
 
 func TestConnShape(t *testing.T) {
-	ln, err := listener.Listen("tcp4", "127.0.0.1:0", &listener.Config{DeferAccept: -1})
+	ln, err := listener.Listen("tcp4", "127.0.0.1:0", listener.Config{DeferAccept: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/connopt/connopt/internal/rawsock"
 	"github.com/connopt/connopt/internal/tcpconn"
 	"github.com/connopt/connopt/ports"
+	"github.com/connopt/connopt/sockopt"
 	"github.com/connopt/connopt/sockpool"
 )
 
@@ -39,9 +40,10 @@ var (
 	ErrNameInNamespace = errors.New("client: host names are not resolved for another network namespace; dial an IP address")
 	// ErrClosed is returned after Close.
 	ErrClosed = errors.New("client: dialer closed")
-	// ErrInvalidConfig is returned by NewDialer for a Config value that has
-	// no meaning, such as a negative timeout or size.
-	ErrInvalidConfig = errors.New("client: invalid Config")
+	// ErrInvalidConfig is matched by the error NewDialer returns for a
+	// Config value that has no meaning, such as a negative timeout or size.
+	// It is sockopt.ErrInvalidConfig.
+	ErrInvalidConfig = sockopt.ErrInvalidConfig
 )
 
 // Config configures a Dialer. The zero value dials from the current
@@ -68,14 +70,8 @@ type Config struct {
 	// DefaultDNSCacheTTL.
 	DNSCacheTTL time.Duration
 
-	// Socket options, set when the pool creates the socket.
-	DisableNoDelay    bool
-	DisableKeepAlive  bool
-	KeepAliveIdle     time.Duration // zero: 15 s, as Go's dialer
-	KeepAliveInterval time.Duration // zero: 15 s
-	KeepAliveCount    int           // zero: 9
-	ReadBuffer        int           // SO_RCVBUF; zero keeps autotuning
-	WriteBuffer       int           // SO_SNDBUF; zero keeps autotuning
+	// Options are set when the pool creates the socket, not per dial.
+	sockopt.Options
 }
 
 // Dialer dials TCP connections with pooled sockets. It is safe for
@@ -104,12 +100,12 @@ type Dialer struct {
 // NewDialer returns a Dialer; its IPv4 socket pool starts filling at once,
 // so a missing namespace is reported here.
 func NewDialer(cfg Config) (*Dialer, error) {
-	if err := confcheck.NonNegative(ErrInvalidConfig,
+	if err := cfg.Options.Validate(); err != nil {
+		return nil, err
+	}
+	if err := confcheck.NonNegative(
 		confcheck.Duration("ConnectTimeout", cfg.ConnectTimeout), confcheck.Int("PoolSize", cfg.PoolSize),
 		confcheck.Duration("DNSCacheTTL", cfg.DNSCacheTTL),
-		confcheck.Duration("KeepAliveIdle", cfg.KeepAliveIdle), confcheck.Duration("KeepAliveInterval", cfg.KeepAliveInterval),
-		confcheck.Int("KeepAliveCount", cfg.KeepAliveCount),
-		confcheck.Int("ReadBuffer", cfg.ReadBuffer), confcheck.Int("WriteBuffer", cfg.WriteBuffer),
 	); err != nil {
 		return nil, err
 	}
@@ -134,7 +130,7 @@ func NewDialer(cfg Config) (*Dialer, error) {
 		for _, s := range cfg.Sources {
 			switch {
 			case !s.IsValid():
-				return nil, fmt.Errorf("%w: invalid address in Sources", ErrInvalidConfig)
+				return nil, confcheck.Invalid("invalid address in Sources")
 			case s.Unmap().Is4():
 				d.srcs4 = append(d.srcs4, s.Unmap())
 			default:
@@ -172,10 +168,7 @@ func (d *Dialer) pool(ipv6 bool) (*sockpool.Pool, error) {
 	}
 	c := d.cfg
 	pc := sockpool.Config{
-		Namespace: c.Namespace, IPv6: ipv6, Size: c.PoolSize,
-		DisableNoDelay: c.DisableNoDelay, DisableKeepAlive: c.DisableKeepAlive,
-		KeepAliveIdle: c.KeepAliveIdle, KeepAliveInterval: c.KeepAliveInterval, KeepAliveCount: c.KeepAliveCount,
-		ReadBuffer: c.ReadBuffer, WriteBuffer: c.WriteBuffer,
+		Namespace: c.Namespace, IPv6: ipv6, Size: c.PoolSize, Options: c.Options,
 		BindAddressNoPort: len(d.srcs4)+len(d.srcs6) > 0,
 	}
 	if d.ports != nil {

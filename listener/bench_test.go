@@ -34,7 +34,7 @@ func BenchmarkWrite(b *testing.B) {
 		wrap bool
 	}{{"TCPConn", false}, {"Conn", true}} {
 		b.Run(tc.name, func(b *testing.B) {
-			ln, err := Listen("tcp", "127.0.0.1:0", &Config{WrapConns: tc.wrap})
+			ln, err := Listen("tcp", "127.0.0.1:0", Config{WrapConns: tc.wrap})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -62,7 +62,7 @@ func BenchmarkAccept(b *testing.B) {
 			if name == "stock" {
 				ln, err = net.Listen("tcp", "127.0.0.1:0")
 			} else {
-				ln, err = Listen("tcp", "127.0.0.1:0", nil)
+				ln, err = Listen("tcp", "127.0.0.1:0", Config{})
 			}
 			if err != nil {
 				b.Fatal(err)

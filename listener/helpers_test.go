@@ -47,7 +47,7 @@ type testLogger struct{ t *testing.T }
 
 func (l testLogger) Printf(format string, args ...any) { l.t.Logf("fasthttp: "+format, args...) }
 
-func listenT(t *testing.T, cfg *Config) *Listener {
+func listenT(t *testing.T, cfg Config) *Listener {
 	t.Helper()
 	ln, err := Listen("tcp", "127.0.0.1:0", cfg)
 	if err != nil {

@@ -10,18 +10,13 @@ import (
 )
 
 func listenTCP(ctx context.Context, network, address string, cfg *Config) (*net.TCPListener, error) {
-	opts := rawsock.Options{
-		NoDelay:       true, // the runtime sets it per accept anyway; set here so the inherited state agrees
-		KeepAlive:     !cfg.DisableKeepAlive,
-		KeepIdle:      orDefault(cfg.KeepAliveIdle, DefaultKeepAliveIdle),
-		KeepInterval:  orDefault(cfg.KeepAliveInterval, DefaultKeepAliveInterval),
-		KeepCount:     orDefault(cfg.KeepAliveCount, DefaultKeepAliveCount),
-		RecvBuffer:    cfg.ReadBuffer,
-		SendBuffer:    cfg.WriteBuffer,
-		DeferAccept:   cfg.deferAccept(),
-		FastOpenQueue: cfg.FastOpenQueue,
-		ReusePort:     cfg.ReusePort,
-	}
+	opts := rawsock.TCPOptions(cfg.Options)
+	// The runtime sets TCP_NODELAY per accept anyway (Accept clears it
+	// again for Nagle); set here so the inherited state agrees.
+	opts.NoDelay = true
+	opts.DeferAccept = cfg.deferAccept()
+	opts.FastOpenQueue = cfg.FastOpenQueue
+	opts.ReusePort = cfg.ReusePort
 	lc := net.ListenConfig{
 		// Negative: the runtime must not set keep-alive options on each
 		// accepted socket; the kernel copies them from the listener.

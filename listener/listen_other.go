@@ -11,14 +11,9 @@ import (
 // on each accepted socket; ReusePort, DeferAccept, FastOpenQueue, Backlog and
 // the buffer sizes are ignored.
 func listenTCP(ctx context.Context, network, address string, cfg *Config) (*net.TCPListener, error) {
-	lc := net.ListenConfig{KeepAlive: -1}
-	if !cfg.DisableKeepAlive {
-		lc.KeepAliveConfig = net.KeepAliveConfig{
-			Enable:   true,
-			Idle:     orDefault(cfg.KeepAliveIdle, DefaultKeepAliveIdle),
-			Interval: orDefault(cfg.KeepAliveInterval, DefaultKeepAliveInterval),
-			Count:    orDefault(cfg.KeepAliveCount, DefaultKeepAliveCount),
-		}
+	lc := net.ListenConfig{KeepAliveConfig: cfg.KeepAliveConfig()}
+	if !lc.KeepAliveConfig.Enable {
+		lc.KeepAlive = -1
 	}
 	ln, err := lc.Listen(ctx, network, address)
 	if err != nil {

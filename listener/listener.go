@@ -1,6 +1,7 @@
 package listener
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -11,20 +12,16 @@ import (
 
 	"github.com/connopt/connopt/internal/confcheck"
 	"github.com/connopt/connopt/internal/tcpconn"
+	"github.com/connopt/connopt/sockopt"
 )
 
-// Defaults applied to a zero Config.
+// Defaults applied to a zero Config. Keep-alive defaults are sockopt's.
 const (
 	// DefaultDeferAccept is how long the kernel may hold a connection whose
 	// client has not sent anything yet. HTTP clients speak first, so a
 	// short hold costs them nothing; a client that never speaks is accepted
 	// once it expires (Linux then lets the next bare ACK through).
 	DefaultDeferAccept = time.Second
-	// Go's own keep-alive defaults (net.KeepAliveConfig), kept so that
-	// switching to this package changes no behaviour on the wire.
-	DefaultKeepAliveIdle     = 15 * time.Second
-	DefaultKeepAliveInterval = 15 * time.Second
-	DefaultKeepAliveCount    = 9
 	// DefaultMaxAcceptBackoff bounds the sleep between accept attempts
 	// while the process (or system) is out of descriptors or memory.
 	DefaultMaxAcceptBackoff = time.Second
@@ -32,33 +29,24 @@ const (
 	minAcceptBackoff = 5 * time.Millisecond
 )
 
-var (
-	// ErrUnsupportedNetwork is returned by Listen for networks other than
-	// tcp, tcp4 and tcp6.
-	ErrUnsupportedNetwork = errors.New("listener: unsupported network")
-	// ErrInvalidConfig is returned by Listen for a Config value that has
-	// no meaning, such as a negative duration or size.
-	ErrInvalidConfig = errors.New("listener: invalid Config")
-)
+// ErrInvalidConfig is matched by the error Listen returns for a Config
+// value that has no meaning, such as a negative duration or size. It is
+// sockopt.ErrInvalidConfig.
+var ErrInvalidConfig = sockopt.ErrInvalidConfig
 
-// Config configures a Listener. The zero value (or a nil *Config) is what an
-// HTTP server wants: keep-alive with Go's timings, TCP_DEFER_ACCEPT of one
-// second, the kernel's backlog limit and buffer autotuning.
+// Config configures a Listener. The zero value is what an HTTP server wants:
+// keep-alive with Go's timings, TCP_DEFER_ACCEPT of one second, the
+// kernel's backlog limit and buffer autotuning. Fields follow sockopt's
+// rule: zero is the default, negative is an error unless the field says it
+// turns the feature off.
 type Config struct {
+	// Options are set once on the listening socket and inherited by every
+	// accepted one (Linux copies them at accept).
+	sockopt.Options
+
 	// Backlog is the accept queue length. Zero means net.core.somaxconn,
 	// the value Go's net package listens with.
 	Backlog int
-
-	// DisableKeepAlive turns TCP keep-alive probes off. When on (the
-	// default), SO_KEEPALIVE and the three timings are set once on the
-	// listening socket and inherited by every accepted one.
-	DisableKeepAlive bool
-	// KeepAliveIdle, KeepAliveInterval and KeepAliveCount are
-	// TCP_KEEPIDLE, TCP_KEEPINTVL and TCP_KEEPCNT; zero means the Default
-	// constants. The kernel keeps whole seconds.
-	KeepAliveIdle     time.Duration
-	KeepAliveInterval time.Duration
-	KeepAliveCount    int
 
 	// DeferAccept is TCP_DEFER_ACCEPT: a connection reaches Accept only once
 	// data has arrived on it (or the time has passed). Zero means
@@ -71,12 +59,6 @@ type Config struct {
 	// (2) in net.ipv4.tcp_fastopen; this package does not change sysctls.
 	FastOpenQueue int
 
-	// ReadBuffer and WriteBuffer set SO_RCVBUF and SO_SNDBUF on the
-	// listening socket, inherited by accepted sockets. Zero keeps the
-	// kernel's autotuning, which is almost always better.
-	ReadBuffer  int
-	WriteBuffer int
-
 	// ReusePort sets SO_REUSEPORT so that several sockets, in this process
 	// (see ListenShards) or in others, can listen on the same address and
 	// the kernel spreads connections between them.
@@ -84,7 +66,7 @@ type Config struct {
 
 	// MaxAcceptBackoff bounds the sleep after Accept hits EMFILE, ENFILE,
 	// ENOBUFS or ENOMEM. The sleep starts at 5ms and doubles. Zero means
-	// DefaultMaxAcceptBackoff; negative is an error.
+	// DefaultMaxAcceptBackoff.
 	MaxAcceptBackoff time.Duration
 
 	// WrapConns makes Accept return a *Conn instead of the standard
@@ -111,25 +93,14 @@ func (c *Config) deferAccept() time.Duration {
 	return c.DeferAccept
 }
 
-func orDefault[T int | time.Duration](v, def T) T {
-	if v == 0 {
-		return def
-	}
-	return v
-}
-
-// validate rejects values that have no meaning, by the rule of every
-// connopt Config: zero means the documented default, negative is an error
-// unless the field says it turns the feature off (DeferAccept).
+// validate rejects values that have no meaning (sockopt's rule).
 func (c *Config) validate() error {
-	return confcheck.NonNegative(ErrInvalidConfig,
+	if err := c.Options.Validate(); err != nil {
+		return err
+	}
+	return confcheck.NonNegative(
 		confcheck.Int("Backlog", c.Backlog),
-		confcheck.Duration("KeepAliveIdle", c.KeepAliveIdle),
-		confcheck.Duration("KeepAliveInterval", c.KeepAliveInterval),
-		confcheck.Int("KeepAliveCount", c.KeepAliveCount),
 		confcheck.Int("FastOpenQueue", c.FastOpenQueue),
-		confcheck.Int("ReadBuffer", c.ReadBuffer),
-		confcheck.Int("WriteBuffer", c.WriteBuffer),
 		confcheck.Duration("MaxAcceptBackoff", c.MaxAcceptBackoff),
 	)
 }
@@ -142,6 +113,7 @@ type Listener struct {
 	metrics    *Metrics
 	maxBackoff time.Duration
 	wrap       bool
+	nagle      bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -151,25 +123,23 @@ type Listener struct {
 var _ net.Listener = (*Listener)(nil)
 
 // Listen announces on the local address. network must be "tcp", "tcp4" or
-// "tcp6"; address is as for net.Listen. A nil cfg means the defaults.
-func Listen(network, address string, cfg *Config) (*Listener, error) {
+// "tcp6"; address is as for net.Listen. Errors are *net.OpError, as
+// net.Listen returns them.
+func Listen(network, address string, cfg Config) (*Listener, error) {
 	return ListenContext(context.Background(), network, address, cfg)
 }
 
 // ListenContext is Listen with a context for the address resolution.
-func ListenContext(ctx context.Context, network, address string, cfg *Config) (*Listener, error) {
+func ListenContext(ctx context.Context, network, address string, cfg Config) (*Listener, error) {
 	switch network {
 	case "tcp", "tcp4", "tcp6":
 	default:
-		return nil, &net.OpError{Op: "listen", Net: network, Err: fmt.Errorf("%w %q", ErrUnsupportedNetwork, network)}
-	}
-	if cfg == nil {
-		cfg = &Config{}
+		return nil, &net.OpError{Op: "listen", Net: network, Err: net.UnknownNetworkError(network)}
 	}
 	if err := cfg.validate(); err != nil {
 		return nil, &net.OpError{Op: "listen", Net: network, Err: err}
 	}
-	tl, err := listenTCP(ctx, network, address, cfg)
+	tl, err := listenTCP(ctx, network, address, &cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -183,8 +153,9 @@ func ListenContext(ctx context.Context, network, address string, cfg *Config) (*
 	return &Listener{
 		tl:         tl,
 		metrics:    m,
-		maxBackoff: orDefault(cfg.MaxAcceptBackoff, DefaultMaxAcceptBackoff),
+		maxBackoff: cmp.Or(cfg.MaxAcceptBackoff, DefaultMaxAcceptBackoff),
 		wrap:       cfg.WrapConns,
+		nagle:      cfg.Nagle,
 		done:       make(chan struct{}),
 	}, nil
 }
@@ -194,21 +165,18 @@ func ListenContext(ctx context.Context, network, address string, cfg *Config) (*
 // over them by a hash of the 4-tuple. If address has port 0, the shards
 // share the port the first one was given. The shards share cfg.Metrics (a
 // new Metrics if nil). On error no listener is left open.
-func ListenShards(network, address string, n int, cfg *Config) ([]*Listener, error) {
+func ListenShards(network, address string, n int, cfg Config) ([]*Listener, error) {
 	if n < 1 {
-		return nil, &net.OpError{Op: "listen", Net: network, Err: fmt.Errorf("%w: %d shards, want at least 1", ErrInvalidConfig, n)}
+		return nil, &net.OpError{Op: "listen", Net: network, Err: confcheck.Invalid("%d shards, want at least 1", n)}
 	}
-	c := Config{}
-	if cfg != nil {
-		c = *cfg
-	}
+	c := cfg
 	c.ReusePort = true
 	if c.Metrics == nil {
 		c.Metrics = NewMetrics()
 	}
 	lns := make([]*Listener, 0, n)
 	for i := range n {
-		ln, err := Listen(network, address, &c)
+		ln, err := Listen(network, address, c)
 		if err != nil {
 			for _, l := range lns {
 				l.Close()
@@ -234,6 +202,10 @@ func (l *Listener) Accept() (net.Conn, error) {
 		tc, err := l.tl.AcceptTCP()
 		if err == nil {
 			l.metrics.accepted.Add(1)
+			if l.nagle {
+				// The runtime set TCP_NODELAY on the accepted socket.
+				tc.SetNoDelay(false)
+			}
 			if l.wrap {
 				return tcpconn.New(tc, &l.metrics.conns, nil), nil
 			}
@@ -281,9 +253,6 @@ func (l *Listener) Metrics() *Metrics { return l.metrics }
 // SyscallConn gives access to the listening socket, for options this
 // package does not cover.
 func (l *Listener) SyscallConn() (syscall.RawConn, error) { return l.tl.SyscallConn() }
-
-// TCPListener returns the underlying listener.
-func (l *Listener) TCPListener() *net.TCPListener { return l.tl }
 
 type acceptErrReason int
 

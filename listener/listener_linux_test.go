@@ -21,6 +21,7 @@ import (
 
 	"github.com/connopt/connopt/internal/leakcheck"
 	"github.com/connopt/connopt/internal/rawsock"
+	"github.com/connopt/connopt/sockopt"
 )
 
 func readOptions(t *testing.T, sc syscall.Conn) rawsock.Options {
@@ -41,15 +42,17 @@ func readOptions(t *testing.T, sc syscall.Conn) rawsock.Options {
 func TestAcceptedSocketInheritsOptions(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		cfg  *Config
+		cfg  Config
 		want rawsock.Options // expected on the accepted socket; buffers checked apart
 	}{
-		{"defaults", nil, rawsock.Options{NoDelay: true, KeepAlive: true,
-			KeepIdle: DefaultKeepAliveIdle, KeepInterval: DefaultKeepAliveInterval, KeepCount: DefaultKeepAliveCount}},
-		{"custom keep-alive and buffers", &Config{KeepAliveIdle: 7 * time.Second, KeepAliveInterval: 3 * time.Second,
-			KeepAliveCount: 4, ReadBuffer: 64 << 10, WriteBuffer: 96 << 10},
+		{"defaults", Config{}, rawsock.Options{NoDelay: true, KeepAlive: true,
+			KeepIdle: sockopt.DefaultKeepAlive, KeepInterval: sockopt.DefaultKeepAliveInterval, KeepCount: sockopt.DefaultKeepAliveCount}},
+		{"custom keep-alive and buffers", Config{Options: sockopt.Options{KeepAlive: 7 * time.Second, KeepAliveInterval: 3 * time.Second,
+			KeepAliveCount: 4, ReadBuffer: 64 << 10, WriteBuffer: 96 << 10}},
 			rawsock.Options{NoDelay: true, KeepAlive: true, KeepIdle: 7 * time.Second, KeepInterval: 3 * time.Second, KeepCount: 4}},
-		{"keep-alive off", &Config{DisableKeepAlive: true}, rawsock.Options{NoDelay: true, KeepAlive: false}},
+		{"keep-alive off", Config{Options: sockopt.Options{KeepAlive: -1}}, rawsock.Options{NoDelay: true, KeepAlive: false}},
+		{"Nagle", Config{Options: sockopt.Options{Nagle: true}}, rawsock.Options{NoDelay: false, KeepAlive: true,
+			KeepIdle: sockopt.DefaultKeepAlive, KeepInterval: sockopt.DefaultKeepAliveInterval, KeepCount: sockopt.DefaultKeepAliveCount}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ln := listenT(t, tc.cfg)
@@ -67,7 +70,7 @@ func TestAcceptedSocketInheritsOptions(t *testing.T) {
 			if !lo.ReuseAddr {
 				t.Fatal("listening socket lacks SO_REUSEADDR")
 			}
-			if tc.cfg != nil && tc.cfg.ReadBuffer > 0 {
+			if tc.cfg.ReadBuffer > 0 {
 				// Linux doubles what was set for its own bookkeeping.
 				if got.RecvBuffer != 2*tc.cfg.ReadBuffer || got.SendBuffer != 2*tc.cfg.WriteBuffer {
 					t.Fatalf("accepted buffers rcv %d snd %d, want %d %d", got.RecvBuffer, got.SendBuffer, 2*tc.cfg.ReadBuffer, 2*tc.cfg.WriteBuffer)
@@ -81,7 +84,7 @@ func TestAcceptedSocketInheritsOptions(t *testing.T) {
 }
 
 func TestListenerOnlyOptions(t *testing.T) {
-	ln := listenT(t, &Config{FastOpenQueue: 16, DeferAccept: 3 * time.Second})
+	ln := listenT(t, Config{FastOpenQueue: 16, DeferAccept: 3 * time.Second})
 	o := readOptions(t, ln)
 	if o.FastOpenQueue != 16 {
 		t.Errorf("TCP_FASTOPEN = %d, want 16", o.FastOpenQueue)
@@ -91,7 +94,7 @@ func TestListenerOnlyOptions(t *testing.T) {
 	if o.DeferAccept < 3*time.Second {
 		t.Errorf("TCP_DEFER_ACCEPT = %v, want >= 3s", o.DeferAccept)
 	}
-	off := listenT(t, &Config{DeferAccept: -1})
+	off := listenT(t, Config{DeferAccept: -1})
 	if o := readOptions(t, off); o.DeferAccept != 0 || o.FastOpenQueue != 0 || o.ReusePort {
 		t.Errorf("disabled options read back as %+v", o)
 	}
@@ -100,7 +103,7 @@ func TestListenerOnlyOptions(t *testing.T) {
 // With TCP_DEFER_ACCEPT a connection that has sent nothing is not handed to
 // Accept; once the request arrives it is, and the first read finds it.
 func TestDeferAccept(t *testing.T) {
-	ln := listenT(t, &Config{DeferAccept: 5 * time.Second})
+	ln := listenT(t, Config{DeferAccept: 5 * time.Second})
 	accepted := make(chan net.Conn, 1)
 	go func() {
 		c, err := ln.Accept()
@@ -144,7 +147,7 @@ func fdOf(t *testing.T, sc syscall.Conn) uintptr {
 }
 
 func TestShards(t *testing.T) {
-	lns, err := ListenShards("tcp", "127.0.0.1:0", 2, nil)
+	lns, err := ListenShards("tcp", "127.0.0.1:0", 2, Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +180,7 @@ func TestShards(t *testing.T) {
 	if s := lns[1].Metrics().Snapshot(); s.Accepted != 64 || lns[0].Metrics() != lns[1].Metrics() {
 		t.Fatalf("shared metrics accepted %d, want 64", s.Accepted)
 	}
-	if _, err := ListenShards("tcp", "127.0.0.1:0", 0, nil); err == nil {
+	if _, err := ListenShards("tcp", "127.0.0.1:0", 0, Config{}); err == nil {
 		t.Fatal("0 shards accepted")
 	}
 }
@@ -187,7 +190,7 @@ func TestBacklog(t *testing.T) {
 	if err != nil {
 		t.Skip("ss (iproute2) not installed; .ci/run installs it")
 	}
-	ln := listenT(t, &Config{Backlog: 7})
+	ln := listenT(t, Config{Backlog: 7})
 	port := ln.Addr().(*net.TCPAddr).Port
 	out, err := exec.Command(ss, "-Hltn", fmt.Sprintf("sport = :%d", port)).Output()
 	if err != nil {
@@ -224,7 +227,7 @@ func timeWaitOnPort(t *testing.T, port int) int {
 // A server restarted right after closing, while its old connections sit in
 // TIME_WAIT, binds again (the connscale seed's EADDRINUSE finding).
 func TestRestartWithTimeWait(t *testing.T) {
-	ln, err := Listen("tcp", "127.0.0.1:0", nil)
+	ln, err := Listen("tcp", "127.0.0.1:0", Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +265,7 @@ func TestRestartWithTimeWait(t *testing.T) {
 		t.Fatalf("bind without SO_REUSEADDR: %v, want EADDRINUSE", err)
 	}
 
-	ln2, err := Listen("tcp", addr, nil)
+	ln2, err := Listen("tcp", addr, Config{})
 	if err != nil {
 		t.Fatalf("restart on %s with %d TIME_WAIT sockets: %v", addr, timeWaitOnPort(t, port), err)
 	}
@@ -388,7 +391,7 @@ func TestEMFILEChild(t *testing.T) {
 	if os.Getenv(emfileChildEnv) == "" {
 		t.Skip("only runs as TestEMFILE's child")
 	}
-	ln, err := Listen("tcp", "127.0.0.1:0", &Config{DeferAccept: -1, MaxAcceptBackoff: 200 * time.Millisecond})
+	ln, err := Listen("tcp", "127.0.0.1:0", Config{DeferAccept: -1, MaxAcceptBackoff: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

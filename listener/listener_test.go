@@ -24,7 +24,7 @@ import (
 func hello(ctx *fasthttp.RequestCtx) { ctx.WriteString("Hello, World!") }
 
 func TestFasthttpKeepAlive(t *testing.T) {
-	ln := listenT(t, nil)
+	ln := listenT(t, Config{})
 	serve(t, ln, hello)
 
 	c, err := net.Dial("tcp", ln.Addr().String())
@@ -48,7 +48,7 @@ func TestFasthttpKeepAlive(t *testing.T) {
 }
 
 func TestFasthttpPipelined(t *testing.T) {
-	ln := listenT(t, nil)
+	ln := listenT(t, Config{})
 	serve(t, ln, func(ctx *fasthttp.RequestCtx) { ctx.Write(ctx.Path()) })
 
 	c, err := net.Dial("tcp", ln.Addr().String())
@@ -78,7 +78,7 @@ func TestFasthttpPipelined(t *testing.T) {
 }
 
 func TestFasthttpConnectionClose(t *testing.T) {
-	ln := listenT(t, nil)
+	ln := listenT(t, Config{})
 	serve(t, ln, hello)
 	for i := range 20 {
 		c, err := net.Dial("tcp", ln.Addr().String())
@@ -114,7 +114,7 @@ func pattern(n int) []byte {
 }
 
 func TestFasthttpLargeBodies(t *testing.T) {
-	ln := listenT(t, nil)
+	ln := listenT(t, Config{})
 	big := pattern(3<<20 + 17) // far beyond socket buffers: partial writes happen
 	serve(t, ln, func(ctx *fasthttp.RequestCtx) {
 		if !bytes.Equal(ctx.PostBody(), big[:len(ctx.PostBody())]) {
@@ -150,7 +150,7 @@ func TestFasthttpSendFile(t *testing.T) {
 	if err := os.WriteFile(path, content, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ln := listenT(t, nil)
+	ln := listenT(t, Config{})
 	serve(t, ln, func(ctx *fasthttp.RequestCtx) { ctx.SendFile(path) })
 
 	client := &fasthttp.HostClient{Addr: ln.Addr().String(), MaxResponseBodySize: 16 << 20}
@@ -170,7 +170,7 @@ func TestFasthttpSendFile(t *testing.T) {
 // response: the server learns it from the write error (counted as a peer
 // close), keeps serving others, and leaks nothing.
 func TestFasthttpResetMidResponse(t *testing.T) {
-	ln := listenT(t, &Config{WrapConns: true})
+	ln := listenT(t, Config{WrapConns: true})
 	huge := pattern(32 << 20)
 	serve(t, ln, func(ctx *fasthttp.RequestCtx) {
 		if string(ctx.Path()) == "/huge" {
@@ -254,7 +254,7 @@ func pair(t *testing.T, ln *Listener) (net.Conn, *net.TCPConn) {
 }
 
 func TestErrPeerClosedOnWrite(t *testing.T) {
-	ln := listenT(t, &Config{WrapConns: true})
+	ln := listenT(t, Config{WrapConns: true})
 	sc, cc := pair(t, ln)
 	cc.SetLinger(0)
 	cc.Close()
@@ -289,7 +289,7 @@ func TestErrPeerClosedOnWrite(t *testing.T) {
 }
 
 func TestErrPeerClosedOnRead(t *testing.T) {
-	ln := listenT(t, &Config{WrapConns: true})
+	ln := listenT(t, Config{WrapConns: true})
 	sc, cc := pair(t, ln)
 	cc.SetLinger(0)
 	cc.Close()
@@ -305,7 +305,7 @@ func TestErrPeerClosedOnRead(t *testing.T) {
 
 // Errors that are not a vanished peer must not match.
 func TestErrPeerClosedOnlyForPeer(t *testing.T) {
-	ln := listenT(t, &Config{WrapConns: true})
+	ln := listenT(t, Config{WrapConns: true})
 	sc, cc := pair(t, ln)
 
 	// An orderly close is EOF, not an error.
@@ -344,7 +344,7 @@ func TestConnKeepsStdlibShape(t *testing.T) {
 }
 
 func testConnShape(t *testing.T, wrap bool) {
-	ln := listenT(t, &Config{WrapConns: wrap})
+	ln := listenT(t, Config{WrapConns: wrap})
 	sc, cc := pair(t, ln)
 	if _, isTCP := sc.(*net.TCPConn); isTCP == wrap {
 		t.Fatalf("WrapConns %v: accepted a %T", wrap, sc)
@@ -382,7 +382,7 @@ func testConnShape(t *testing.T, wrap bool) {
 // The Go conformance suite for net.Conn: concurrent Read/Write/Close,
 // deadlines in the past and future, Close during a blocked Read, and more.
 func TestConnConformance(t *testing.T) {
-	ln := listenT(t, &Config{DeferAccept: -1})
+	ln := listenT(t, Config{DeferAccept: -1})
 	nettest.TestConn(t, func() (c1, c2 net.Conn, stop func(), err error) {
 		type res struct {
 			c   net.Conn
@@ -407,7 +407,7 @@ func TestConnConformance(t *testing.T) {
 }
 
 func TestListenerClose(t *testing.T) {
-	ln, err := Listen("tcp", "127.0.0.1:0", nil)
+	ln, err := Listen("tcp", "127.0.0.1:0", Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -442,13 +442,13 @@ func TestListenerClose(t *testing.T) {
 func TestListenBadInput(t *testing.T) {
 	for _, tc := range []struct {
 		name, network, addr string
-		cfg                 *Config
+		cfg                 Config
 		want                error
 	}{
-		{"udp", "udp", "127.0.0.1:0", nil, ErrUnsupportedNetwork},
-		{"unix", "unix", "/tmp/x.sock", nil, ErrUnsupportedNetwork},
-		{"bad address", "tcp", "127.0.0.1:notaport", nil, nil},
-		{"negative backlog", "tcp", "127.0.0.1:0", &Config{Backlog: -1}, nil},
+		{"udp", "udp", "127.0.0.1:0", Config{}, net.UnknownNetworkError("udp")},
+		{"unix", "unix", "/tmp/x.sock", Config{}, net.UnknownNetworkError("unix")},
+		{"bad address", "tcp", "127.0.0.1:notaport", Config{}, nil},
+		{"negative backlog", "tcp", "127.0.0.1:0", Config{Backlog: -1}, ErrInvalidConfig},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ln, err := Listen(tc.network, tc.addr, tc.cfg)
@@ -456,14 +456,25 @@ func TestListenBadInput(t *testing.T) {
 				ln.Close()
 				t.Fatal("Listen succeeded")
 			}
+			var oe *net.OpError
+			if !errors.As(err, &oe) || oe.Op != "listen" || oe.Net != tc.network {
+				t.Fatalf("error %#v, want a *net.OpError for listen %s", err, tc.network)
+			}
 			if tc.want != nil && !errors.Is(err, tc.want) {
 				t.Fatalf("error %v, want %v", err, tc.want)
+			}
+			if tc.want == nil {
+				// What the resolver says is net's own: same text as stock.
+				_, stock := net.Listen(tc.network, tc.addr)
+				if stock == nil || err.Error() != stock.Error() {
+					t.Fatalf("error %q, stock net.Listen %q", err, stock)
+				}
 			}
 		})
 	}
 	// An address in use is a clear error, not a second listener.
-	ln := listenT(t, &Config{})
-	if ln2, err := Listen("tcp", ln.Addr().String(), nil); err == nil {
+	ln := listenT(t, Config{})
+	if ln2, err := Listen("tcp", ln.Addr().String(), Config{}); err == nil {
 		ln2.Close()
 		t.Fatal("second Listen on an address in use (without ReusePort) succeeded")
 	} else if !errors.Is(err, syscall.EADDRINUSE) {
@@ -472,7 +483,7 @@ func TestListenBadInput(t *testing.T) {
 }
 
 func TestMetricsCollector(t *testing.T) {
-	ln := listenT(t, &Config{WrapConns: true})
+	ln := listenT(t, Config{WrapConns: true})
 	serve(t, ln, hello)
 	reg := prometheus.NewRegistry()
 	if err := reg.Register(ln.Metrics()); err != nil {
@@ -511,7 +522,7 @@ connopt_listener_active_connections 2
 	}
 	// Without WrapConns nothing counts active connections: the series is
 	// left out rather than reported as 0.
-	plain := listenT(t, nil)
+	plain := listenT(t, Config{})
 	if n := testutil.CollectAndCount(plain.Metrics()); n != 7 {
 		t.Fatalf("collector of a plain listener exposes %d series, want 7", n)
 	}
@@ -524,7 +535,7 @@ connopt_listener_active_connections 2
 }
 
 func TestConcurrentClients(t *testing.T) {
-	ln := listenT(t, nil)
+	ln := listenT(t, Config{})
 	serve(t, ln, hello)
 	var wg sync.WaitGroup
 	errs := make(chan error, 32)

@@ -35,8 +35,8 @@ func listenKinds() []listenKind {
 			t.Cleanup(func() { ln.Close() })
 			return ln
 		}},
-		{"default", func(t *testing.T) net.Listener { return listenT(t, nil) }},
-		{"WrapConns", func(t *testing.T) net.Listener { return listenT(t, &Config{WrapConns: true}) }},
+		{"default", func(t *testing.T) net.Listener { return listenT(t, Config{}) }},
+		{"WrapConns", func(t *testing.T) net.Listener { return listenT(t, Config{WrapConns: true}) }},
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/connopt/connopt/internal/confcheck"
 	"github.com/connopt/connopt/internal/rawsock"
 	"github.com/connopt/connopt/internal/tcpconn"
+	"github.com/connopt/connopt/sockopt"
 )
 
 // Strategy is how source ports are chosen.
@@ -53,17 +54,19 @@ const (
 )
 
 var (
-	// ErrInvalidConfig is returned by New for a Config value that has no
-	// meaning, such as a negative Attempts or an inverted Range.
-	ErrInvalidConfig = errors.New("ports: invalid Config")
+	// ErrInvalidConfig is matched by the error New returns for a Config
+	// value that has no meaning, such as a negative Attempts or an inverted
+	// Range. It is sockopt.ErrInvalidConfig.
+	ErrInvalidConfig = sockopt.ErrInvalidConfig
 	// ErrExhausted means every source address and port for a destination
 	// is leased or aging.
 	ErrExhausted = errors.New("ports: port range exhausted")
 	// ErrCollisions means Dial gave up after Config.Attempts ports, each
 	// already held by something outside the allocator.
 	ErrCollisions = errors.New("ports: every port tried was in use outside the allocator")
-	// ErrUnsupported is returned by New outside Linux.
-	ErrUnsupported = errors.New("ports: not supported on this platform")
+	// ErrUnsupported is returned by New outside Linux. It is
+	// sockopt.ErrUnsupported.
+	ErrUnsupported = sockopt.ErrUnsupported
 	// ErrKernelUnsupported is returned by New for the Kernel strategy on a
 	// kernel without IP_BIND_ADDRESS_NO_PORT or IP_LOCAL_PORT_RANGE, unless
 	// Config.FallbackToTracked is set.
@@ -150,9 +153,9 @@ func New(cfg Config) (*Allocator, error) {
 		r = sys
 	}
 	if r.Low == 0 || r.Low > r.High {
-		return nil, fmt.Errorf("%w: range %v", ErrInvalidConfig, r)
+		return nil, confcheck.Invalid("range %v", r)
 	}
-	if err := confcheck.NonNegative(ErrInvalidConfig, confcheck.Int("Attempts", cfg.Attempts)); err != nil {
+	if err := confcheck.NonNegative(confcheck.Int("Attempts", cfg.Attempts)); err != nil {
 		return nil, err
 	}
 	a := &Allocator{
@@ -179,7 +182,7 @@ func New(cfg Config) (*Allocator, error) {
 	for _, s := range cfg.Sources {
 		switch {
 		case !s.IsValid():
-			return nil, fmt.Errorf("%w: invalid address in Sources", ErrInvalidConfig)
+			return nil, confcheck.Invalid("invalid address in Sources")
 		case s.Unmap().Is4():
 			a.sources4 = append(a.sources4, s.Unmap())
 		default:
@@ -196,7 +199,7 @@ func New(cfg Config) (*Allocator, error) {
 			a.strategy = Tracked
 		}
 	default:
-		return nil, fmt.Errorf("ports: unknown strategy %v", cfg.Strategy)
+		return nil, confcheck.Invalid("unknown strategy %v", cfg.Strategy)
 	}
 	for i := range a.shards {
 		a.shards[i].pools = make(map[poolKey]*pool)

@@ -13,6 +13,7 @@ import (
 	"github.com/connopt/connopt/listener"
 	"github.com/connopt/connopt/ports"
 	"github.com/connopt/connopt/server"
+	"github.com/connopt/connopt/sockopt"
 	"github.com/connopt/connopt/sockpool"
 )
 
@@ -29,15 +30,15 @@ func TestInvalidConfigRejected(t *testing.T) {
 		try         func() error
 	}{
 		{"listener backoff", "MaxAcceptBackoff", listener.ErrInvalidConfig, func() error {
-			_, err := listener.Listen("tcp", "127.0.0.1:0", &listener.Config{MaxAcceptBackoff: -time.Second})
+			_, err := listener.Listen("tcp", "127.0.0.1:0", listener.Config{MaxAcceptBackoff: -time.Second})
 			return err
 		}},
-		{"listener keep-alive", "KeepAliveIdle", listener.ErrInvalidConfig, func() error {
-			_, err := listener.Listen("tcp", "127.0.0.1:0", &listener.Config{KeepAliveIdle: -1})
+		{"listener keep-alive", "KeepAliveCount", listener.ErrInvalidConfig, func() error {
+			_, err := listener.Listen("tcp", "127.0.0.1:0", listener.Config{Options: sockopt.Options{KeepAliveCount: -1}})
 			return err
 		}},
 		{"listener shards", "shards", listener.ErrInvalidConfig, func() error {
-			_, err := listener.ListenShards("tcp", "127.0.0.1:0", 0, nil)
+			_, err := listener.ListenShards("tcp", "127.0.0.1:0", 0, listener.Config{})
 			return err
 		}},
 		{"sockpool interval", "CheckInterval", sockpool.ErrInvalidConfig, func() error {

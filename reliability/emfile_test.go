@@ -44,7 +44,7 @@ func TestDescriptorExhaustion(t *testing.T) {
 }
 
 func emfileChild(t *testing.T) {
-	ln, err := listener.Listen("tcp4", "127.0.0.1:0", &listener.Config{DeferAccept: -1, MaxAcceptBackoff: 100 * time.Millisecond})
+	ln, err := listener.Listen("tcp4", "127.0.0.1:0", listener.Config{DeferAccept: -1, MaxAcceptBackoff: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

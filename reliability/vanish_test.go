@@ -135,7 +135,7 @@ func TestUpstreamVanishes(t *testing.T) {
 
 		// An upstream restarted on the same address under pooled
 		// connections.
-		uln, err := listener.Listen("tcp4", "127.0.0.1:0", nil)
+		uln, err := listener.Listen("tcp4", "127.0.0.1:0", listener.Config{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -159,7 +159,7 @@ func TestUpstreamVanishes(t *testing.T) {
 			}
 		}
 		up.Shutdown() // closes the pooled connections' server ends
-		uln2, err := listener.Listen("tcp4", addr, nil)
+		uln2, err := listener.Listen("tcp4", addr, listener.Config{})
 		if err != nil {
 			t.Fatalf("restart on %s: %v", addr, err)
 		}

@@ -22,6 +22,7 @@ import (
 	"github.com/connopt/connopt/internal/confcheck"
 	"github.com/connopt/connopt/internal/nsexec"
 	"github.com/connopt/connopt/listener"
+	"github.com/connopt/connopt/sockopt"
 )
 
 // Defaults applied to a zero Config.
@@ -39,9 +40,10 @@ const (
 // at the shutdown deadline; their connections were closed.
 var ErrShutdownTimeout = errors.New("server: shutdown deadline passed with requests in flight")
 
-// ErrInvalidConfig is returned by New for a nil handler or a Config value
-// that has no meaning, such as a negative timeout.
-var ErrInvalidConfig = errors.New("server: invalid Config")
+// ErrInvalidConfig is matched by the error New returns for a nil handler or
+// a Config value that has no meaning, such as a negative timeout. It is
+// sockopt.ErrInvalidConfig.
+var ErrInvalidConfig = sockopt.ErrInvalidConfig
 
 // Config configures a Server. Every zero value means the documented default.
 type Config struct {
@@ -126,9 +128,9 @@ type Server struct {
 // open.
 func New(handler fasthttp.RequestHandler, cfg Config) (*Server, error) {
 	if handler == nil {
-		return nil, fmt.Errorf("%w: nil handler", ErrInvalidConfig)
+		return nil, confcheck.Invalid("nil handler")
 	}
-	if err := confcheck.NonNegative(ErrInvalidConfig,
+	if err := confcheck.NonNegative(
 		confcheck.Int("Shards", cfg.Shards),
 		confcheck.Duration("ReadTimeout", cfg.ReadTimeout), confcheck.Duration("WriteTimeout", cfg.WriteTimeout),
 		confcheck.Duration("IdleTimeout", cfg.IdleTimeout), confcheck.Int("MaxRequestBodySize", cfg.MaxRequestBodySize),
@@ -152,11 +154,11 @@ func New(handler fasthttp.RequestHandler, cfg Config) (*Server, error) {
 	lc.WrapConns = !cfg.PlainConns
 	err := nsexec.Do(cfg.Namespace, func() error {
 		var err error
-		if s.lns, err = listener.ListenShards("tcp", cfg.Addr, cfg.Shards, &lc); err != nil {
+		if s.lns, err = listener.ListenShards("tcp", cfg.Addr, cfg.Shards, lc); err != nil {
 			return err
 		}
 		if !cfg.DisableMetrics && cfg.MetricsAddr != "" {
-			s.metricsLn, err = listener.Listen("tcp", cfg.MetricsAddr, &listener.Config{Metrics: lc.Metrics, WrapConns: lc.WrapConns})
+			s.metricsLn, err = listener.Listen("tcp", cfg.MetricsAddr, listener.Config{Metrics: lc.Metrics, WrapConns: lc.WrapConns})
 		}
 		return err
 	})

@@ -10,31 +10,30 @@ import (
 
 	"github.com/connopt/connopt/internal/confcheck"
 	"github.com/connopt/connopt/internal/rawsock"
+	"github.com/connopt/connopt/sockopt"
 )
 
 // Defaults applied to a zero Config.
 const (
 	DefaultSize          = 64
 	DefaultCheckInterval = time.Second
-	// Go's dialer defaults, so pooled sockets behave like dialed ones.
-	DefaultKeepAliveIdle     = 15 * time.Second
-	DefaultKeepAliveInterval = 15 * time.Second
-	DefaultKeepAliveCount    = 9
 )
 
 var (
 	// ErrClosed is returned by Get after Close.
 	ErrClosed = errors.New("sockpool: pool closed")
-	// ErrInvalidConfig is returned by New for a Config value that has no
-	// meaning, such as a negative size or interval.
-	ErrInvalidConfig = errors.New("sockpool: invalid Config")
+	// ErrInvalidConfig is matched by the error New returns for a Config
+	// value that has no meaning, such as a negative size or interval. It is
+	// sockopt.ErrInvalidConfig.
+	ErrInvalidConfig = sockopt.ErrInvalidConfig
 	// ErrNamespaceGone means the namespace's name or path no longer exists.
 	ErrNamespaceGone = errors.New("sockpool: network namespace is gone")
 	// ErrNamespaceChanged means the name or path now leads to another
 	// namespace than the one the pool was made for.
 	ErrNamespaceChanged = errors.New("sockpool: network namespace was replaced")
-	// ErrUnsupported is returned by New outside Linux.
-	ErrUnsupported = errors.New("sockpool: not supported on this platform")
+	// ErrUnsupported is returned by New outside Linux. It is
+	// sockopt.ErrUnsupported.
+	ErrUnsupported = sockopt.ErrUnsupported
 	// ErrSocketClosed is returned by Socket.Detach on a closed or detached
 	// socket.
 	ErrSocketClosed = errors.New("sockpool: socket already closed or detached")
@@ -58,16 +57,13 @@ type Config struct {
 	// Batch is the most sockets one refill creates. Zero means Size.
 	Batch int
 
-	// Socket options, set at creation so the dial path does not set them.
-	DisableNoDelay    bool
-	DisableKeepAlive  bool
-	KeepAliveIdle     time.Duration // zero: DefaultKeepAliveIdle
-	KeepAliveInterval time.Duration // zero: DefaultKeepAliveInterval
-	KeepAliveCount    int           // zero: DefaultKeepAliveCount
-	ReadBuffer        int           // SO_RCVBUF; zero keeps autotuning
-	WriteBuffer       int           // SO_SNDBUF; zero keeps autotuning
-	ReuseAddr         bool          // SO_REUSEADDR, for bind to an explicit port
-	BindAddressNoPort bool          // IP_BIND_ADDRESS_NO_PORT, for bind to an address only
+	// Options are set at creation, so the dial path does not set them.
+	sockopt.Options
+	// ReuseAddr (SO_REUSEADDR) and BindAddressNoPort
+	// (IP_BIND_ADDRESS_NO_PORT) prepare sockets that will be bound to an
+	// explicit source port, or to an address only, before connect.
+	ReuseAddr         bool
+	BindAddressNoPort bool
 	// LocalPortLow and LocalPortHigh, when LocalPortLow is not 0, set
 	// IP_LOCAL_PORT_RANGE (Linux 6.3): the ports connect may pick.
 	LocalPortLow, LocalPortHigh uint16
@@ -81,11 +77,12 @@ type Config struct {
 }
 
 func (c *Config) normalize() error {
-	if err := confcheck.NonNegative(ErrInvalidConfig,
+	if err := c.Options.Validate(); err != nil {
+		return err
+	}
+	if err := confcheck.NonNegative(
 		confcheck.Int("Size", c.Size), confcheck.Int("LowWatermark", c.LowWatermark), confcheck.Int("Batch", c.Batch),
-		confcheck.Int("ReadBuffer", c.ReadBuffer), confcheck.Int("WriteBuffer", c.WriteBuffer),
-		confcheck.Duration("KeepAliveIdle", c.KeepAliveIdle), confcheck.Duration("KeepAliveInterval", c.KeepAliveInterval),
-		confcheck.Int("KeepAliveCount", c.KeepAliveCount), confcheck.Duration("CheckInterval", c.CheckInterval),
+		confcheck.Duration("CheckInterval", c.CheckInterval),
 	); err != nil {
 		return err
 	}
@@ -96,7 +93,7 @@ func (c *Config) normalize() error {
 		c.LowWatermark = max(1, c.Size/4)
 	}
 	if c.LowWatermark > c.Size {
-		return fmt.Errorf("%w: LowWatermark %d above Size %d", ErrInvalidConfig, c.LowWatermark, c.Size)
+		return confcheck.Invalid("LowWatermark %d above Size %d", c.LowWatermark, c.Size)
 	}
 	if c.Batch == 0 {
 		c.Batch = c.Size
@@ -108,28 +105,9 @@ func (c *Config) normalize() error {
 }
 
 func (c *Config) options() rawsock.Options {
-	o := rawsock.Options{
-		NoDelay:           !c.DisableNoDelay,
-		KeepAlive:         !c.DisableKeepAlive,
-		KeepIdle:          DefaultKeepAliveIdle,
-		KeepInterval:      DefaultKeepAliveInterval,
-		KeepCount:         DefaultKeepAliveCount,
-		RecvBuffer:        c.ReadBuffer,
-		SendBuffer:        c.WriteBuffer,
-		ReuseAddr:         c.ReuseAddr,
-		BindAddressNoPort: c.BindAddressNoPort,
-		LocalPortLow:      c.LocalPortLow,
-		LocalPortHigh:     c.LocalPortHigh,
-	}
-	if c.KeepAliveIdle > 0 {
-		o.KeepIdle = c.KeepAliveIdle
-	}
-	if c.KeepAliveInterval > 0 {
-		o.KeepInterval = c.KeepAliveInterval
-	}
-	if c.KeepAliveCount > 0 {
-		o.KeepCount = c.KeepAliveCount
-	}
+	o := rawsock.TCPOptions(c.Options)
+	o.ReuseAddr, o.BindAddressNoPort = c.ReuseAddr, c.BindAddressNoPort
+	o.LocalPortLow, o.LocalPortHigh = c.LocalPortLow, c.LocalPortHigh
 	return o
 }
 

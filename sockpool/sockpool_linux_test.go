@@ -18,6 +18,7 @@ import (
 	"github.com/connopt/connopt/internal/leakcheck"
 	"github.com/connopt/connopt/internal/rawsock"
 	"github.com/connopt/connopt/internal/testns"
+	"github.com/connopt/connopt/sockopt"
 )
 
 func newPool(t *testing.T, cfg Config) *Pool {
@@ -121,7 +122,7 @@ func TestSocketsBelongToNamespace(t *testing.T) {
 }
 
 func TestOptionsSetAtCreation(t *testing.T) {
-	p := newPool(t, Config{Size: 2, ReuseAddr: true, BindAddressNoPort: true, KeepAliveIdle: 30 * time.Second, ReadBuffer: 64 << 10})
+	p := newPool(t, Config{Size: 2, ReuseAddr: true, BindAddressNoPort: true, Options: sockopt.Options{KeepAlive: 30 * time.Second, ReadBuffer: 64 << 10}})
 	s, err := p.Get(t.Context())
 	if err != nil {
 		t.Fatal(err)

@@ -73,7 +73,7 @@ func emit(r report) {
 
 // serveMetrics exposes reg on a loopback port of this worker's namespace.
 func serveMetrics(reg *prometheus.Registry) string {
-	ln, err := listener.Listen("tcp4", "127.0.0.1:0", nil)
+	ln, err := listener.Listen("tcp4", "127.0.0.1:0", listener.Config{})
 	if err != nil {
 		return ""
 	}
@@ -91,7 +91,7 @@ func gauge(reg *prometheus.Registry, name, help string, f func() float64) {
 var ping, pong = []byte("Ping\n"), []byte("Pong\n")
 
 func runServerWorker(id int, addr string, stop <-chan struct{}) error {
-	ln, err := listener.Listen("tcp", addr, &listener.Config{ReusePort: true, DeferAccept: -1})
+	ln, err := listener.Listen("tcp", addr, listener.Config{ReusePort: true, DeferAccept: -1})
 	if err != nil {
 		return err
 	}

@@ -54,11 +54,11 @@ func runServer(kind, addr string) {
 	case "fasthttp-reuseport":
 		ln, err = reuseport.Listen("tcp4", addr)
 	case "connopt":
-		ln, err = listener.Listen("tcp4", addr, nil)
+		ln, err = listener.Listen("tcp4", addr, listener.Config{})
 	case "connopt-wrap":
 		// The same listener handing out *listener.Conn (counters, lazy
 		// deadlines) instead of *net.TCPConn.
-		ln, err = listener.Listen("tcp4", addr, &listener.Config{WrapConns: true})
+		ln, err = listener.Listen("tcp4", addr, listener.Config{WrapConns: true})
 	case "connopt-server", "connopt-server-nometrics":
 		// The second is a diagnostic (not in the default set): the same
 		// server without the metrics middleware.

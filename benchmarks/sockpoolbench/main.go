@@ -29,14 +29,14 @@ import (
 
 	"github.com/connopt/connopt/benchmarks/internal/measure"
 	"github.com/connopt/connopt/internal/rawsock"
+	"github.com/connopt/connopt/sockopt"
 	"github.com/connopt/connopt/sockpool"
 )
 
 var methods = []string{"setns per socket", "setns per batch", "Pool.Get", "Pool.Get ×16"}
 
 // Pool's default socket options, applied by the first two methods too.
-var opts = rawsock.Options{NoDelay: true, KeepAlive: true,
-	KeepIdle: sockpool.DefaultKeepAliveIdle, KeepInterval: sockpool.DefaultKeepAliveInterval, KeepCount: sockpool.DefaultKeepAliveCount}
+var opts = rawsock.TCPOptions(sockopt.Options{})
 
 func main() {
 	rounds := flag.Int("rounds", 5, "alternated rounds")

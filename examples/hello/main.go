@@ -41,7 +41,7 @@ func main() {
 
 // run serves until ctx is done, then shuts down gracefully.
 func run(ctx context.Context, addr string, ready func(net.Addr)) error {
-	ln, err := listener.Listen("tcp", addr, nil)
+	ln, err := listener.Listen("tcp", addr, listener.Config{})
 	if err != nil {
 		return err
 	}

@@ -125,7 +125,7 @@ func startDemoUpstream(addr string) (ns string, stop func(), err error) {
 	var ln net.Listener
 	if err := nsexec.Do(ns, func() error {
 		var err error
-		ln, err = listener.Listen("tcp", addr, nil)
+		ln, err = listener.Listen("tcp", addr, listener.Config{})
 		return err
 	}); err != nil {
 		cleanup()

@@ -4,10 +4,12 @@ import (
 	"errors"
 	"syscall"
 	"time"
+
+	"github.com/connopt/connopt/sockopt"
 )
 
 // ErrUnsupported is returned on platforms where an option cannot be set.
-var ErrUnsupported = errors.New("rawsock: not supported on this platform")
+var ErrUnsupported = sockopt.ErrUnsupported
 
 // Control runs fn on the descriptor behind rc and returns the first error of
 // the two that can happen: the one Control reports (the fd is closed, say)
@@ -77,4 +79,15 @@ type BindOptions struct {
 	// RangeLow and RangeHigh, when RangeLow is not 0, set
 	// IP_LOCAL_PORT_RANGE: the ports the kernel may pick for this socket.
 	RangeLow, RangeHigh uint16
+}
+
+// TCPOptions is the kernel-level table for o, with sockopt's defaults
+// filled in.
+func TCPOptions(o sockopt.Options) Options {
+	ka := o.KeepAliveConfig()
+	r := Options{NoDelay: !o.Nagle, KeepAlive: ka.Enable, RecvBuffer: o.ReadBuffer, SendBuffer: o.WriteBuffer}
+	if ka.Enable {
+		r.KeepIdle, r.KeepInterval, r.KeepCount = ka.Idle, ka.Interval, ka.Count
+	}
+	return r
 }
