@@ -10,8 +10,6 @@ import (
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
-
-	"github.com/connopt/connopt/internal/rawsock"
 )
 
 // batchRW is what ipv4.PacketConn and ipv6.PacketConn have in common.
@@ -60,15 +58,15 @@ func upgrade(conn *net.UDPConn, batchSize int, offload bool) Conn {
 	c.segOOB = make([][]byte, batchSize)
 	for i := range c.rmsgs {
 		c.rmsgs[i].Buffers = make([][]byte, 1)
-		c.segOOB[i] = make([]byte, rawsock.UDPSegmentSpace)
+		c.segOOB[i] = make([]byte, udpSegmentSpace)
 	}
 	c.gso.Store(offload)
 	for i := range c.rmsgs {
-		c.rmsgs[i].OOB = make([]byte, rawsock.UDPControlSpace)
+		c.rmsgs[i].OOB = make([]byte, udpControlSpace)
 	}
 	if rc, err := conn.SyscallConn(); err == nil {
-		rawsock.EnableRxqOvfl(rc) // best effort: the drop counter stays 0 without it
-		if offload && rawsock.EnableUDPGRO(rc) == nil {
+		enableRxqOvfl(rc) // best effort: the drop counter stays 0 without it
+		if offload && enableUDPGRO(rc) == nil {
 			c.gro = true
 			c.bufs = make([][]byte, batchSize)
 			for i := range c.bufs {
@@ -111,7 +109,7 @@ func (c *mmsgConn) ReadBatch(msgs []Message) (int, error) {
 			msgs[i].Addr = ua.AddrPort()
 		}
 		c.rmsgs[i].Buffers[0] = nil
-		c.noteDrops(rawsock.ParseUDPControl(c.rmsgs[i].OOB[:c.rmsgs[i].NN]))
+		c.noteDrops(parseUDPControl(c.rmsgs[i].OOB[:c.rmsgs[i].NN]))
 	}
 	c.readCalls.Add(1)
 	c.readDatagrams.Add(uint64(n))
@@ -140,9 +138,9 @@ func (c *mmsgConn) readGRO(msgs []Message) (int, error) {
 				addr = ua.AddrPort()
 			}
 			data := c.bufs[i][:m.N]
-			ctl := rawsock.ParseUDPControl(m.OOB[:m.NN])
+			ctl := parseUDPControl(m.OOB[:m.NN])
 			c.noteDrops(ctl)
-			size := ctl.GROSize
+			size := ctl.groSize
 			if size <= 0 || size >= len(data) {
 				c.pending = append(c.pending, segment{data, addr})
 				continue
@@ -165,9 +163,9 @@ func (c *mmsgConn) readGRO(msgs []Message) (int, error) {
 	return n, nil
 }
 
-func (c *mmsgConn) noteDrops(ctl rawsock.UDPControl) {
-	if ctl.HasDrop {
-		c.drops.Store(uint64(ctl.Drops))
+func (c *mmsgConn) noteDrops(ctl udpControl) {
+	if ctl.hasDrop {
+		c.drops.Store(uint64(ctl.drops))
 	}
 }
 
@@ -210,7 +208,7 @@ func (c *mmsgConn) WriteBatch(buffs [][]byte, addr netip.AddrPort) error {
 			m := &c.wmsgs[k]
 			m.Buffers, m.Addr, m.OOB = buffs[used:used+run], ua, nil
 			if run > 1 {
-				m.OOB = rawsock.PutUDPSegment(c.segOOB[k], uint16(len(buffs[used])))
+				m.OOB = putUDPSegment(c.segOOB[k], uint16(len(buffs[used])))
 			}
 			k++
 			used += run

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/net/nettest"
 
 	"github.com/connopt/connopt/internal/leakcheck"
+	"github.com/connopt/connopt/internal/testkit"
 	"github.com/connopt/connopt/internal/testns"
 	"github.com/connopt/connopt/listener"
 	"github.com/connopt/connopt/ports"
@@ -41,15 +42,11 @@ func newDialer(t *testing.T, cfg Config) *Dialer {
 // not) until the test ends.
 func upstream(t *testing.T, ln net.Listener, h fasthttp.RequestHandler, idle time.Duration) {
 	t.Helper()
-	s := &fasthttp.Server{Handler: h, IdleTimeout: idle, Logger: quiet{}}
+	s := &fasthttp.Server{Handler: h, IdleTimeout: idle, Logger: testkit.Quiet{}}
 	done := make(chan struct{})
 	go func() { s.Serve(ln); close(done) }()
 	t.Cleanup(func() { s.Shutdown(); <-done })
 }
-
-type quiet struct{}
-
-func (quiet) Printf(string, ...any) {}
 
 func hello(ctx *fasthttp.RequestCtx) { ctx.WriteString("hello from upstream") }
 
@@ -335,27 +332,7 @@ func TestConnConformance(t *testing.T) {
 	}
 	defer ln.Close()
 	d := newDialer(t, Config{})
-	nettest.TestConn(t, func() (c1, c2 net.Conn, stop func(), err error) {
-		type res struct {
-			c   net.Conn
-			err error
-		}
-		ch := make(chan res, 1)
-		go func() {
-			c, err := ln.Accept()
-			ch <- res{c, err}
-		}()
-		cc, err := d.Dial(ln.Addr().String())
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		r := <-ch
-		if r.err != nil {
-			cc.Close()
-			return nil, nil, nil, r.err
-		}
-		return cc, r.c, func() { cc.Close(); r.c.Close() }, nil
-	})
+	nettest.TestConn(t, testkit.MakePipe(ln, d.Dial))
 }
 
 func TestConnShape(t *testing.T) {

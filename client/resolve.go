@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/connopt/connopt/internal/netaddr"
 )
 
 // dnsCache keeps resolved names for a TTL, as fasthttp's TCPDialer does,
@@ -32,17 +34,15 @@ type dnsEntry struct {
 // resolve turns addr into the addresses to try, in order. IP literals cost
 // nothing; names are resolved in the current namespace only.
 func (d *Dialer) resolve(ctx context.Context, network, addr string) ([]netip.AddrPort, error) {
-	switch network {
-	case "tcp", "tcp4", "tcp6":
-	default:
-		return nil, net.UnknownNetworkError(network)
+	if err := netaddr.CheckNetwork(network); err != nil {
+		return nil, err
 	}
 	if ap, err := netip.ParseAddrPort(addr); err == nil {
 		if ap.Port() == 0 {
 			return nil, &net.AddrError{Err: "missing port", Addr: addr}
 		}
 		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-		if err := checkFamily(network, ap.Addr()); err != nil {
+		if _, err := netaddr.Fit(network, ap.Addr()); err != nil {
 			return nil, err
 		}
 		return []netip.AddrPort{ap}, nil
@@ -69,13 +69,6 @@ func (d *Dialer) resolve(ctx context.Context, network, addr string) ([]netip.Add
 	return aps, nil
 }
 
-func checkFamily(network string, ip netip.Addr) error {
-	if network == "tcp4" && !ip.Is4() || network == "tcp6" && !ip.Is6() {
-		return &net.AddrError{Err: "address does not fit network " + network, Addr: ip.String()}
-	}
-	return nil
-}
-
 // lookup returns host's addresses for network: rotated by one per call,
 // with the ones that failed recently moved to the end.
 func (c *dnsCache) lookup(ctx context.Context, network, host string) ([]netip.Addr, error) {
@@ -85,7 +78,7 @@ func (c *dnsCache) lookup(ctx context.Context, network, host string) ([]netip.Ad
 	e := c.entries[key]
 	c.mu.Unlock()
 	if e == nil || !now.Before(e.expires) {
-		ipNet := map[string]string{"tcp": "ip", "tcp4": "ip4", "tcp6": "ip6"}[network]
+		ipNet := netaddr.IPNetwork(network)
 		lookup := c.lookupNetIP
 		if lookup == nil {
 			lookup = net.DefaultResolver.LookupNetIP

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/connopt/connopt/internal/testkit"
 )
 
 // burstyGets fires workers GETs together, pauses 0–80 ms, and repeats, as a
@@ -51,7 +53,7 @@ func TestIdleGapRetries(t *testing.T) {
 		Handler:            func(ctx *fasthttp.RequestCtx) { served.Add(1); hello(ctx) },
 		IdleTimeout:        50 * time.Millisecond,
 		MaxRequestsPerConn: 7,
-		Logger:             quiet{},
+		Logger:             testkit.Quiet{},
 	}
 	go s.Serve(ln)
 	t.Cleanup(func() { s.Shutdown() })

@@ -11,6 +11,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/connopt/connopt/internal/leakcheck"
+	"github.com/connopt/connopt/internal/testkit"
 )
 
 // serve runs a fasthttp server on ln until the test ends.
@@ -20,7 +21,7 @@ func serve(t *testing.T, ln net.Listener, h fasthttp.RequestHandler) *fasthttp.S
 		Handler:      h,
 		ReadTimeout:  10 * time.Second,
 		WriteTimeout: 10 * time.Second,
-		Logger:       testLogger{t},
+		Logger:       testkit.Logger{T: t},
 		// Idle workers are reaped quickly, so goroutine counts settle
 		// back to a baseline within the leak checks' patience.
 		MaxIdleWorkerDuration: 50 * time.Millisecond,
@@ -42,10 +43,6 @@ func serve(t *testing.T, ln net.Listener, h fasthttp.RequestHandler) *fasthttp.S
 	})
 	return s
 }
-
-type testLogger struct{ t *testing.T }
-
-func (l testLogger) Printf(format string, args ...any) { l.t.Logf("fasthttp: "+format, args...) }
 
 func listenT(t *testing.T, cfg Config) *Listener {
 	t.Helper()

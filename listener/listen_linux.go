@@ -44,5 +44,5 @@ func setBacklog(tl *net.TCPListener, backlog int) error {
 	if err != nil {
 		return err
 	}
-	return rawsock.SetListenBacklog(rc, backlog)
+	return rawsock.Control(rc, func(fd int) error { return rawsock.SetListenBacklog(fd, backlog) })
 }

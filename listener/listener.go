@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/connopt/connopt/internal/confcheck"
+	"github.com/connopt/connopt/internal/netaddr"
 	"github.com/connopt/connopt/internal/tcpconn"
 	"github.com/connopt/connopt/sockopt"
 )
@@ -131,10 +132,8 @@ func Listen(network, address string, cfg Config) (*Listener, error) {
 
 // ListenContext is Listen with a context for the address resolution.
 func ListenContext(ctx context.Context, network, address string, cfg Config) (*Listener, error) {
-	switch network {
-	case "tcp", "tcp4", "tcp6":
-	default:
-		return nil, &net.OpError{Op: "listen", Net: network, Err: net.UnknownNetworkError(network)}
+	if err := netaddr.CheckNetwork(network); err != nil {
+		return nil, &net.OpError{Op: "listen", Net: network, Err: err}
 	}
 	if err := cfg.validate(); err != nil {
 		return nil, &net.OpError{Op: "listen", Net: network, Err: err}

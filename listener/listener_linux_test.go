@@ -21,21 +21,9 @@ import (
 
 	"github.com/connopt/connopt/internal/leakcheck"
 	"github.com/connopt/connopt/internal/rawsock"
+	"github.com/connopt/connopt/internal/testkit"
 	"github.com/connopt/connopt/sockopt"
 )
-
-func readOptions(t *testing.T, sc syscall.Conn) rawsock.Options {
-	t.Helper()
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	o, err := rawsock.ReadOptions(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return o
-}
 
 // The options configured on the listener are what accepted sockets have,
 // without the runtime setting them per accept.
@@ -56,9 +44,9 @@ func TestAcceptedSocketInheritsOptions(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ln := listenT(t, tc.cfg)
-			lo := readOptions(t, ln)
+			lo := testkit.SockOptions(t, ln)
 			sc, _ := pair(t, ln)
-			got := readOptions(t, sc.(syscall.Conn))
+			got := testkit.SockOptions(t, sc.(syscall.Conn))
 
 			if got.NoDelay != tc.want.NoDelay || got.KeepAlive != tc.want.KeepAlive {
 				t.Fatalf("accepted: nodelay %v keepalive %v, want %v %v", got.NoDelay, got.KeepAlive, tc.want.NoDelay, tc.want.KeepAlive)
@@ -85,7 +73,7 @@ func TestAcceptedSocketInheritsOptions(t *testing.T) {
 
 func TestListenerOnlyOptions(t *testing.T) {
 	ln := listenT(t, Config{FastOpenQueue: 16, DeferAccept: 3 * time.Second})
-	o := readOptions(t, ln)
+	o := testkit.SockOptions(t, ln)
 	if o.FastOpenQueue != 16 {
 		t.Errorf("TCP_FASTOPEN = %d, want 16", o.FastOpenQueue)
 	}
@@ -95,7 +83,7 @@ func TestListenerOnlyOptions(t *testing.T) {
 		t.Errorf("TCP_DEFER_ACCEPT = %v, want >= 3s", o.DeferAccept)
 	}
 	off := listenT(t, Config{DeferAccept: -1})
-	if o := readOptions(t, off); o.DeferAccept != 0 || o.FastOpenQueue != 0 || o.ReusePort {
+	if o := testkit.SockOptions(t, off); o.DeferAccept != 0 || o.FastOpenQueue != 0 || o.ReusePort {
 		t.Errorf("disabled options read back as %+v", o)
 	}
 }
@@ -157,7 +145,7 @@ func TestShards(t *testing.T) {
 		if ln.Addr().String() != lns[0].Addr().String() {
 			t.Fatalf("shard %d on %v, shard 0 on %v", i, ln.Addr(), lns[0].Addr())
 		}
-		if !readOptions(t, ln).ReusePort {
+		if !testkit.SockOptions(t, ln).ReusePort {
 			t.Fatalf("shard %d lacks SO_REUSEPORT", i)
 		}
 		serve(t, ln, func(ctx *fasthttp.RequestCtx) { hits[i].Add(1); hello(ctx) })
@@ -395,7 +383,7 @@ func TestEMFILEChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { ctx.Write(ctx.Path()) }, Logger: testLogger{t}}
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { ctx.Write(ctx.Path()) }, Logger: testkit.Logger{T: t}}
 	served := make(chan error, 1)
 	closed := false
 	go func() { served <- srv.Serve(ln) }()

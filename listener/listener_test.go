@@ -19,6 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/valyala/fasthttp"
 	"golang.org/x/net/nettest"
+
+	"github.com/connopt/connopt/internal/testkit"
 )
 
 func hello(ctx *fasthttp.RequestCtx) { ctx.WriteString("Hello, World!") }
@@ -224,33 +226,12 @@ func TestFasthttpResetMidResponse(t *testing.T) {
 // pair returns an accepted Conn and the client side of it.
 func pair(t *testing.T, ln *Listener) (net.Conn, *net.TCPConn) {
 	t.Helper()
-	type res struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		c, err := ln.Accept()
-		ch <- res{c, err}
-	}()
-	cc, err := net.Dial("tcp", ln.Addr().String())
+	cc, sc, err := testkit.Pair(ln, func(a string) (net.Conn, error) { return net.Dial("tcp", a) })
 	if err != nil {
 		t.Fatal(err)
 	}
-	// TCP_DEFER_ACCEPT holds the connection until the client speaks.
-	if _, err := cc.Write([]byte("x")); err != nil {
-		t.Fatal(err)
-	}
-	r := <-ch
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	b := make([]byte, 1)
-	if _, err := io.ReadFull(r.c, b); err != nil || b[0] != 'x' {
-		t.Fatalf("first read: %q, %v", b, err)
-	}
-	t.Cleanup(func() { r.c.Close(); cc.Close() })
-	return r.c, cc.(*net.TCPConn)
+	t.Cleanup(func() { sc.Close(); cc.Close() })
+	return sc, cc.(*net.TCPConn)
 }
 
 func TestErrPeerClosedOnWrite(t *testing.T) {
@@ -383,27 +364,7 @@ func testConnShape(t *testing.T, wrap bool) {
 // deadlines in the past and future, Close during a blocked Read, and more.
 func TestConnConformance(t *testing.T) {
 	ln := listenT(t, Config{DeferAccept: -1})
-	nettest.TestConn(t, func() (c1, c2 net.Conn, stop func(), err error) {
-		type res struct {
-			c   net.Conn
-			err error
-		}
-		ch := make(chan res, 1)
-		go func() {
-			c, err := ln.Accept()
-			ch <- res{c, err}
-		}()
-		cc, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		r := <-ch
-		if r.err != nil {
-			cc.Close()
-			return nil, nil, nil, r.err
-		}
-		return r.c, cc, func() { r.c.Close(); cc.Close() }, nil
-	})
+	nettest.TestConn(t, testkit.MakePipe(ln, func(a string) (net.Conn, error) { return net.Dial("tcp", a) }))
 }
 
 func TestListenerClose(t *testing.T) {

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/connopt/connopt/internal/testkit"
 )
 
 // The scenarios below run on stock net.Listen (the control), on Listen's
@@ -66,7 +68,7 @@ func TestFasthttpStreamAfterEarlierDeadline(t *testing.T) {
 			ReadTimeout:  5 * time.Second,
 			WriteTimeout: 2 * time.Second,
 			IdleTimeout:  5 * time.Second,
-			Logger:       testLogger{t},
+			Logger:       testkit.Logger{T: t},
 		}
 		go s.Serve(ln)
 		t.Cleanup(func() { s.Shutdown() })

@@ -11,6 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/valyala/fasthttp"
+
+	"github.com/connopt/connopt/internal/testkit"
 )
 
 // serve runs h on a loopback listener until the test ends.
@@ -20,16 +22,12 @@ func serve(t *testing.T, h fasthttp.RequestHandler) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &fasthttp.Server{Handler: h, Logger: quiet{}}
+	s := &fasthttp.Server{Handler: h, Logger: testkit.Quiet{}}
 	done := make(chan struct{})
 	go func() { s.Serve(ln); close(done) }()
 	t.Cleanup(func() { s.Shutdown(); <-done })
 	return ln.Addr().String()
 }
-
-type quiet struct{}
-
-func (quiet) Printf(string, ...any) {}
 
 func do(t *testing.T, hc *fasthttp.HostClient, method, path string) (code int, retryAfter string) {
 	t.Helper()

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"syscall"
 
+	"github.com/connopt/connopt/internal/netaddr"
 	"github.com/connopt/connopt/internal/rawsock"
 	"github.com/connopt/connopt/internal/tcpconn"
 )
@@ -88,13 +89,16 @@ func (a *Allocator) Dial(network, address string) (net.Conn, error) {
 // Go sets on dialed connections are set here too; connopt's client package
 // has the cheaper path.
 func (a *Allocator) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	if err := netaddr.CheckNetwork(network); err != nil {
+		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
+	}
 	remote, err := netip.ParseAddrPort(address)
 	if err != nil {
-		return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("ports: %q is not an IP:port literal: %w", address, err)}
+		return nil, &net.OpError{Op: "dial", Net: network, Err: &net.AddrError{Err: "not an IP:port literal", Addr: address}}
 	}
 	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
 	raddr := net.TCPAddrFromAddrPort(remote)
-	family, err := Family(network, remote.Addr())
+	family, err := netaddr.Fit(network, remote.Addr())
 	if err != nil {
 		return nil, &net.OpError{Op: "dial", Net: network, Addr: raddr, Err: err}
 	}
@@ -115,21 +119,6 @@ func (a *Allocator) DialContext(ctx context.Context, network, address string) (n
 		return nil, err
 	}
 	return tcpconn.New(conn.(*net.TCPConn), &a.conns, l.ReleaseAfterClose), nil
-}
-
-// Family checks that network ("tcp", "tcp4" or "tcp6") fits ip and returns
-// the specific one, "tcp4" or "tcp6".
-func Family(network string, ip netip.Addr) (string, error) {
-	ip = ip.Unmap()
-	switch {
-	case network == "tcp" || network == "tcp4" && ip.Is4() || network == "tcp6" && ip.Is6():
-	default:
-		return "", fmt.Errorf("ports: network %q does not fit %v", network, ip)
-	}
-	if ip.Is4() {
-		return "tcp4", nil
-	}
-	return "tcp6", nil
 }
 
 // isCollision reports a port held by a socket outside the allocator.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -241,7 +242,7 @@ func (a *Allocator) nextSource() int { return int(a.rr.Add(1) & (1<<31 - 1)) }
 // first (modulo their number).
 func (a *Allocator) acquire(remote netip.AddrPort, first int) (*Lease, error) {
 	if !remote.IsValid() || remote.Port() == 0 {
-		return nil, fmt.Errorf("ports: invalid remote address %v", remote)
+		return nil, &net.AddrError{Err: "invalid remote address", Addr: remote.String()}
 	}
 	if remote.Addr().Is4In6() {
 		remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())

@@ -17,6 +17,7 @@ import (
 
 	"github.com/connopt/connopt/client"
 	"github.com/connopt/connopt/internal/leakcheck"
+	"github.com/connopt/connopt/internal/testkit"
 	"github.com/connopt/connopt/listener"
 )
 
@@ -48,7 +49,7 @@ func emfileChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { ctx.WriteString("ok") }, Logger: quiet{}}
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { ctx.WriteString("ok") }, Logger: testkit.Quiet{}}
 	go srv.Serve(ln)
 	defer srv.Shutdown()
 	d, err := client.NewDialer(client.Config{PoolSize: 4})

@@ -19,19 +19,16 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/connopt/connopt/internal/leakcheck"
+	"github.com/connopt/connopt/internal/testkit"
 	"github.com/connopt/connopt/server"
 )
-
-type quiet struct{}
-
-func (quiet) Printf(string, ...any) {}
 
 // startServer runs server.New; stop ends it and reports Run's error.
 func startServer(t *testing.T, h fasthttp.RequestHandler, cfg server.Config) (s *server.Server, stop func()) {
 	t.Helper()
 	cfg.Addr = "127.0.0.1:0"
 	cfg.DisableSignals = true
-	cfg.Logger = quiet{}
+	cfg.Logger = testkit.Quiet{}
 	cfg.MaxIdleWorkerDuration = 50 * time.Millisecond
 	s, err := server.New(h, cfg)
 	if err != nil {

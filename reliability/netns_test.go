@@ -11,6 +11,7 @@ import (
 
 	"github.com/connopt/connopt/client"
 	"github.com/connopt/connopt/internal/nsexec"
+	"github.com/connopt/connopt/internal/testkit"
 	"github.com/connopt/connopt/internal/testns"
 	"github.com/connopt/connopt/sockpool"
 )
@@ -32,7 +33,7 @@ func TestNamespaceDeletedAndRecreated(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { ctx.WriteString("in") }, Logger: quiet{}}
+		s := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { ctx.WriteString("in") }, Logger: testkit.Quiet{}}
 		go s.Serve(ln)
 		return ln.Addr().String(), func() { s.Shutdown() }
 	}

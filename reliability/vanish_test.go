@@ -15,6 +15,7 @@ import (
 
 	"github.com/connopt/connopt/client"
 	"github.com/connopt/connopt/internal/leakcheck"
+	"github.com/connopt/connopt/internal/testkit"
 	"github.com/connopt/connopt/listener"
 	"github.com/connopt/connopt/server"
 )
@@ -147,7 +148,7 @@ func TestUpstreamVanishes(t *testing.T) {
 			}
 			ctx.WriteString("up")
 		}
-		up := &fasthttp.Server{Handler: h, Logger: quiet{}, MaxIdleWorkerDuration: 50 * time.Millisecond}
+		up := &fasthttp.Server{Handler: h, Logger: testkit.Quiet{}, MaxIdleWorkerDuration: 50 * time.Millisecond}
 		go up.Serve(uln)
 		hc := d.HostClient(addr)
 		hc.MaxConns = 4
@@ -163,7 +164,7 @@ func TestUpstreamVanishes(t *testing.T) {
 		if err != nil {
 			t.Fatalf("restart on %s: %v", addr, err)
 		}
-		up2 := &fasthttp.Server{Handler: h, Logger: quiet{}, MaxIdleWorkerDuration: 50 * time.Millisecond}
+		up2 := &fasthttp.Server{Handler: h, Logger: testkit.Quiet{}, MaxIdleWorkerDuration: 50 * time.Millisecond}
 		go up2.Serve(uln2)
 		defer up2.Shutdown()
 		for i := range 8 {

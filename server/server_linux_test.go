@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/connopt/connopt/client"
+	"github.com/connopt/connopt/internal/testkit"
 	"github.com/connopt/connopt/internal/testns"
 )
 
@@ -13,7 +14,7 @@ import (
 // namespace, not from the host's.
 func TestListenInNamespace(t *testing.T) {
 	ns := testns.New(t, nil)
-	s, err := New(hello, Config{Addr: "127.0.0.1:0", Shards: 2, Namespace: ns.Name, DisableSignals: true, Logger: quiet{}})
+	s, err := New(hello, Config{Addr: "127.0.0.1:0", Shards: 2, Namespace: ns.Name, DisableSignals: true, Logger: testkit.Quiet{}})
 	if err != nil {
 		t.Fatal(err)
 	}

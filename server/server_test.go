@@ -19,12 +19,9 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/connopt/connopt/internal/leakcheck"
+	"github.com/connopt/connopt/internal/testkit"
 	"github.com/connopt/connopt/middleware"
 )
-
-type quiet struct{}
-
-func (quiet) Printf(string, ...any) {}
 
 // start runs s until the returned stop is called; stop returns Run's error.
 func start(t *testing.T, s *Server) (stop func() error) {
@@ -66,7 +63,7 @@ func TestServesWithMetrics(t *testing.T) {
 	for _, separate := range []bool{false, true} {
 		t.Run(fmt.Sprintf("separate=%v", separate), func(t *testing.T) {
 			reg := prometheus.NewRegistry()
-			cfg := Config{Addr: "127.0.0.1:0", Shards: 2, Registry: reg, DisableSignals: true, Logger: quiet{}}
+			cfg := Config{Addr: "127.0.0.1:0", Shards: 2, Registry: reg, DisableSignals: true, Logger: testkit.Quiet{}}
 			if separate {
 				cfg.MetricsAddr = "127.0.0.1:0"
 			}
@@ -128,7 +125,7 @@ func TestGracefulStop(t *testing.T) {
 		entered.Add(1)
 		time.Sleep(200 * time.Millisecond)
 		ctx.WriteString("done")
-	}, Config{Addr: "127.0.0.1:0", DisableSignals: true, ShutdownTimeout: 5 * time.Second, Logger: quiet{},
+	}, Config{Addr: "127.0.0.1:0", DisableSignals: true, ShutdownTimeout: 5 * time.Second, Logger: testkit.Quiet{},
 		MaxIdleWorkerDuration: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -205,7 +202,7 @@ func TestShutdownDeadline(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
 	s, err := New(func(ctx *fasthttp.RequestCtx) { <-release }, Config{Addr: "127.0.0.1:0", DisableSignals: true,
-		ShutdownTimeout: 200 * time.Millisecond, Logger: quiet{}})
+		ShutdownTimeout: 200 * time.Millisecond, Logger: testkit.Quiet{}})
 	if err != nil {
 		t.Fatal(err)
 	}

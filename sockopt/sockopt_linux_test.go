@@ -11,6 +11,7 @@ import (
 
 	"github.com/connopt/connopt/client"
 	"github.com/connopt/connopt/internal/rawsock"
+	"github.com/connopt/connopt/internal/testkit"
 	"github.com/connopt/connopt/listener"
 	"github.com/connopt/connopt/sockopt"
 	"github.com/connopt/connopt/sockpool"
@@ -20,14 +21,7 @@ import (
 // ReadOptions covers, buffers left out (autotuned sizes differ per socket).
 func tcpOptions(t *testing.T, c syscall.Conn) rawsock.Options {
 	t.Helper()
-	rc, err := c.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	o, err := rawsock.ReadOptions(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	o := testkit.SockOptions(t, c)
 	return rawsock.Options{NoDelay: o.NoDelay, KeepAlive: o.KeepAlive, KeepIdle: o.KeepIdle, KeepInterval: o.KeepInterval, KeepCount: o.KeepCount}
 }
 
@@ -36,17 +30,11 @@ func tcpOptions(t *testing.T, c syscall.Conn) rawsock.Options {
 func accepted(t *testing.T, ln net.Listener, dial func(addr string) (net.Conn, error)) (server, client net.Conn) {
 	t.Helper()
 	t.Cleanup(func() { ln.Close() })
-	c, err := dial(ln.Addr().String())
+	c, s, err := testkit.Pair(ln, dial)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
-	c.Write([]byte("x")) // clients speak first: TCP_DEFER_ACCEPT lets it through at once
-	s, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { c.Close(); s.Close() })
 	return s, c
 }
 

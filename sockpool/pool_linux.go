@@ -3,7 +3,6 @@ package sockpool
 import (
 	"errors"
 	"fmt"
-	"runtime"
 	"time"
 
 	"github.com/vishvananda/netns"
@@ -36,14 +35,9 @@ func (p *Pool) start() error {
 	if err != nil {
 		return fmt.Errorf("sockpool: %w", err)
 	}
-	var h netns.NsHandle
-	if path == "" {
-		h, err = netns.Get()
-	} else {
-		h, err = netns.GetFromPath(path)
-	}
+	h, err := nsexec.Open(p.cfg.Namespace)
 	if err != nil {
-		return fmt.Errorf("sockpool: opening network namespace %q: %w", p.cfg.Namespace, err)
+		return fmt.Errorf("sockpool: %w", err)
 	}
 	id, err := handleID(h)
 	if err != nil {
@@ -67,30 +61,15 @@ func (p *Pool) start() error {
 // namespace), never one per socket or per batch.
 func (p *Pool) run(ready chan<- error) {
 	defer p.wg.Done()
-	runtime.LockOSThread()
-	orig, err := netns.Get()
+	leave, err := nsexec.Enter(p.impl.handle)
 	if err != nil {
-		runtime.UnlockOSThread()
 		p.impl.handle.Close()
-		ready <- fmt.Errorf("sockpool: current network namespace: %w", err)
-		return
-	}
-	defer orig.Close()
-	if err := netns.Set(p.impl.handle); err != nil {
-		runtime.UnlockOSThread()
-		p.impl.handle.Close()
-		ready <- fmt.Errorf("sockpool: entering network namespace %q: %w", p.cfg.Namespace, err)
+		ready <- fmt.Errorf("sockpool: %q: %w", p.cfg.Namespace, err)
 		return
 	}
 	defer func() {
 		p.impl.handle.Close()
-		if err := netns.Set(orig); err != nil {
-			// Leave the thread locked: when this goroutine ends the
-			// runtime terminates it rather than reuse it in the wrong
-			// namespace.
-			return
-		}
-		runtime.UnlockOSThread()
+		leave() // on failure the thread stays locked and is discarded
 	}()
 
 	if err := p.fill(); err != nil {
@@ -198,7 +177,7 @@ func (p *Pool) reopen() error {
 	}
 	id, err := handleID(h)
 	if err == nil {
-		err = netns.Set(h)
+		err = nsexec.Switch(h)
 	}
 	if err != nil {
 		h.Close()

@@ -2,6 +2,7 @@ package rawsock
 
 import (
 	"errors"
+	"os"
 	"syscall"
 	"time"
 
@@ -10,6 +11,9 @@ import (
 
 // ErrUnsupported is returned on platforms where an option cannot be set.
 var ErrUnsupported = sockopt.ErrUnsupported
+
+// Every function of this package takes a raw descriptor; Control is the one
+// bridge from a syscall.RawConn (net.Conn, net.Listener, *os.File).
 
 // Control runs fn on the descriptor behind rc and returns the first error of
 // the two that can happen: the one Control reports (the fd is closed, say)
@@ -54,6 +58,11 @@ type Options struct {
 	// IP_LOCAL_PORT_RANGE: the ports the kernel may pick for this socket.
 	LocalPortLow, LocalPortHigh uint16
 }
+
+// wrap is the one place a failed syscall's errno becomes an error: an
+// *os.SyscallError naming the call, which errors.Is matches against the
+// errno; nil stays nil.
+func wrap(syscallName string, err error) error { return os.NewSyscallError(syscallName, err) }
 
 func seconds(d time.Duration) int {
 	s := int(d / time.Second)

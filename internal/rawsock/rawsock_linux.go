@@ -9,24 +9,18 @@ import (
 	"os"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
-func setInt(fd, level, name, value int) error {
-	if err := unix.SetsockoptInt(fd, level, name, value); err != nil {
-		return os.NewSyscallError("setsockopt", err)
-	}
-	return nil
+// SetInt sets an int socket option.
+func SetInt(fd, level, name, value int) error {
+	return wrap("setsockopt", unix.SetsockoptInt(fd, level, name, value))
 }
 
 func getInt(fd, level, name int) (int, error) {
 	v, err := unix.GetsockoptInt(fd, level, name)
-	if err != nil {
-		return 0, os.NewSyscallError("getsockopt", err)
-	}
-	return v, nil
+	return v, wrap("getsockopt", err)
 }
 
 func boolInt(b bool) int {
@@ -71,7 +65,7 @@ func Apply(fd int, o Options) error {
 		if !op.when {
 			continue
 		}
-		if err := setInt(fd, op.level, op.name, op.value); err != nil {
+		if err := SetInt(fd, op.level, op.name, op.value); err != nil {
 			return err
 		}
 	}
@@ -88,7 +82,7 @@ func NewTCPSocket(ipv6 bool, o Options) (int, error) {
 	}
 	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
 	if err != nil {
-		return -1, os.NewSyscallError("socket", err)
+		return -1, wrap("socket", err)
 	}
 	if err := Apply(fd, o); err != nil {
 		unix.Close(fd)
@@ -98,12 +92,7 @@ func NewTCPSocket(ipv6 bool, o Options) (int, error) {
 }
 
 // Close closes a descriptor this package created.
-func Close(fd int) error {
-	if err := unix.Close(fd); err != nil {
-		return os.NewSyscallError("close", err)
-	}
-	return nil
-}
+func Close(fd int) error { return wrap("close", unix.Close(fd)) }
 
 // soNetnsCookie is SO_NETNS_COOKIE (Linux 5.14) in asm-generic/socket.h,
 // which amd64, arm64 and riscv64 use; x/sys does not define it yet.
@@ -112,22 +101,16 @@ const soNetnsCookie = 71
 // NetnsCookie returns the cookie of the network namespace fd belongs to:
 // equal cookies mean the same namespace, and a cookie is never reused.
 func NetnsCookie(fd int) (uint64, error) {
-	var cookie uint64
-	l := uint32(8)
-	_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, soNetnsCookie,
-		uintptr(unsafe.Pointer(&cookie)), uintptr(unsafe.Pointer(&l)), 0)
-	if errno != 0 {
-		return 0, os.NewSyscallError("getsockopt", errno)
-	}
-	return cookie, nil
+	cookie, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, soNetnsCookie)
+	return cookie, wrap("getsockopt", err)
 }
 
-// ReadOptions reads back the options of the socket behind rc. It is meant for
-// tests and diagnostics, not for a per-connection path: it costs one
-// getsockopt per field.
-func ReadOptions(rc syscall.RawConn) (Options, error) {
+// ReadOptions reads back the options of fd. It is meant for tests and
+// diagnostics, not for a per-connection path: it costs one getsockopt per
+// field.
+func ReadOptions(fd int) (Options, error) {
 	var o Options
-	err := Control(rc, func(fd int) error {
+	err := func() error {
 		fields := [...]struct {
 			level, name int
 			set         func(int)
@@ -152,37 +135,30 @@ func ReadOptions(rc syscall.RawConn) (Options, error) {
 			f.set(v)
 		}
 		return nil
-	})
+	}()
 	return o, err
 }
 
 // SetListenBacklog calls listen(2) again on an already listening socket,
 // which Linux accepts and uses to change the accept queue's length. Go's net
 // package always listens with net.core.somaxconn.
-func SetListenBacklog(rc syscall.RawConn, backlog int) error {
-	return Control(rc, func(fd int) error {
-		if err := unix.Listen(fd, backlog); err != nil {
-			return os.NewSyscallError("listen", err)
-		}
-		return nil
-	})
-}
+func SetListenBacklog(fd, backlog int) error { return wrap("listen", unix.Listen(fd, backlog)) }
 
 // BindForConnect applies o to fd and binds it to src (port 0 lets the kernel
 // choose), ready for connect.
 func BindForConnect(fd int, src netip.AddrPort, o BindOptions) error {
 	if o.ReuseAddr {
-		if err := setInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		if err := SetInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
 			return err
 		}
 	}
 	if o.NoPort {
-		if err := setInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1); err != nil {
+		if err := SetInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1); err != nil {
 			return err
 		}
 	}
 	if o.RangeLow != 0 {
-		if err := setInt(fd, unix.IPPROTO_IP, unix.IP_LOCAL_PORT_RANGE, int(uint32(o.RangeLow)|uint32(o.RangeHigh)<<16)); err != nil {
+		if err := SetInt(fd, unix.IPPROTO_IP, unix.IP_LOCAL_PORT_RANGE, int(uint32(o.RangeLow)|uint32(o.RangeHigh)<<16)); err != nil {
 			return err
 		}
 	}
@@ -190,10 +166,7 @@ func BindForConnect(fd int, src netip.AddrPort, o BindOptions) error {
 	if err != nil {
 		return err
 	}
-	if err := unix.Bind(fd, sa); err != nil {
-		return os.NewSyscallError("bind", err)
-	}
-	return nil
+	return wrap("bind", unix.Bind(fd, sa))
 }
 
 func sockaddr(ap netip.AddrPort) (unix.Sockaddr, error) {
@@ -221,15 +194,15 @@ func ProbeKernelPortSelection(ipv6 bool) error {
 	}
 	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return os.NewSyscallError("socket", err)
+		return wrap("socket", err)
 	}
 	defer unix.Close(fd)
 	for _, name := range []int{unix.IP_BIND_ADDRESS_NO_PORT, unix.IP_LOCAL_PORT_RANGE} {
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, name, 1); err != nil {
+		if err := SetInt(fd, unix.IPPROTO_IP, name, 1); err != nil {
 			if errors.Is(err, unix.ENOPROTOOPT) || errors.Is(err, unix.EINVAL) {
-				return fmt.Errorf("%w: %w", ErrNoKernelPortSelection, os.NewSyscallError("setsockopt", err))
+				return fmt.Errorf("%w: %w", ErrNoKernelPortSelection, err)
 			}
-			return os.NewSyscallError("setsockopt", err)
+			return err
 		}
 	}
 	return nil
@@ -279,8 +252,8 @@ func Connect(ctx context.Context, fd int, remote netip.AddrPort) (*os.File, erro
 		}
 		return true
 	})
-	if err == nil && cerr != nil {
-		err = os.NewSyscallError("connect", cerr)
+	if err == nil {
+		err = wrap("connect", cerr)
 	}
 	if err != nil {
 		f.Close()
@@ -296,18 +269,10 @@ func Connect(ctx context.Context, fd int, remote netip.AddrPort) (*os.File, erro
 // LocalAddr returns the socket's bound address (getsockname). The standard
 // library's syscall.Getsockname, not x/sys's: for AF_INET and AF_INET6 the
 // latter also asks SO_PROTOCOL (to recognise L2TP), one getsockopt more.
-func LocalAddr(rc syscall.RawConn) (*net.TCPAddr, error) {
-	var sa syscall.Sockaddr
-	err := Control(rc, func(fd int) error {
-		var err error
-		sa, err = syscall.Getsockname(fd)
-		if err != nil {
-			return os.NewSyscallError("getsockname", err)
-		}
-		return nil
-	})
+func LocalAddr(fd int) (*net.TCPAddr, error) {
+	sa, err := syscall.Getsockname(fd)
 	if err != nil {
-		return nil, err
+		return nil, wrap("getsockname", err)
 	}
 	switch sa := sa.(type) {
 	case *syscall.SockaddrInet4:
@@ -324,87 +289,14 @@ func LocalAddr(rc syscall.RawConn) (*net.TCPAddr, error) {
 	return nil, fmt.Errorf("rawsock: getsockname returned %T", sa)
 }
 
-// CloseWrite shuts down the sending side (FIN) of the socket behind rc.
-func CloseWrite(rc syscall.RawConn) error {
-	return Control(rc, func(fd int) error {
-		if err := unix.Shutdown(fd, unix.SHUT_WR); err != nil {
-			return os.NewSyscallError("shutdown", err)
-		}
-		return nil
-	})
-}
+// CloseWrite shuts down the sending side (FIN) of fd.
+func CloseWrite(fd int) error { return wrap("shutdown", unix.Shutdown(fd, unix.SHUT_WR)) }
 
 // SetLinger sets SO_LINGER: sec < 0 turns it off, 0 makes Close send RST.
-func SetLinger(rc syscall.RawConn, sec int) error {
+func SetLinger(fd, sec int) error {
 	l := unix.Linger{}
 	if sec >= 0 {
 		l = unix.Linger{Onoff: 1, Linger: int32(sec)}
 	}
-	return Control(rc, func(fd int) error {
-		if err := unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &l); err != nil {
-			return os.NewSyscallError("setsockopt", err)
-		}
-		return nil
-	})
+	return wrap("setsockopt", unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &l))
 }
-
-// UDPSegmentSpace is the length of a UDP_SEGMENT control message.
-var UDPSegmentSpace = unix.CmsgSpace(2)
-
-// PutUDPSegment writes into b (UDPSegmentSpace bytes) the control message
-// that asks the kernel to split one send into datagrams of size bytes (UDP
-// GSO, Linux 4.18), and returns b.
-func PutUDPSegment(b []byte, size uint16) []byte {
-	b = b[:UDPSegmentSpace]
-	clear(b)
-	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
-	h.Level, h.Type = unix.SOL_UDP, unix.UDP_SEGMENT
-	h.SetLen(unix.CmsgLen(2))
-	*(*uint16)(unsafe.Pointer(&b[unix.CmsgLen(0)])) = size
-	return b
-}
-
-// EnableUDPGRO asks the kernel to hand the socket behind rc coalesced
-// datagrams (UDP_GRO, Linux 5.0); each read then carries the segment size
-// in a control message (see GROSize).
-func EnableUDPGRO(rc syscall.RawConn) error {
-	return Control(rc, func(fd int) error { return setInt(fd, unix.SOL_UDP, unix.UDP_GRO, 1) })
-}
-
-// UDPControl is what connopt reads from a datagram's control messages.
-type UDPControl struct {
-	GROSize int    // segment size of a coalesced read (UDP_GRO), or 0
-	Drops   uint32 // datagrams the socket dropped so far (SO_RXQ_OVFL)
-	HasDrop bool   // Drops was present
-}
-
-// ParseUDPControl reads UDP_GRO and SO_RXQ_OVFL out of oob, without
-// allocating.
-func ParseUDPControl(oob []byte) UDPControl {
-	var c UDPControl
-	for len(oob) > 0 {
-		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
-		if err != nil {
-			break
-		}
-		switch {
-		case h.Level == unix.SOL_UDP && h.Type == unix.UDP_GRO && len(data) >= 4:
-			c.GROSize = int(*(*int32)(unsafe.Pointer(&data[0])))
-		case h.Level == unix.SOL_UDP && h.Type == unix.UDP_GRO && len(data) >= 2:
-			c.GROSize = int(*(*uint16)(unsafe.Pointer(&data[0])))
-		case h.Level == unix.SOL_SOCKET && h.Type == unix.SO_RXQ_OVFL && len(data) >= 4:
-			c.Drops, c.HasDrop = *(*uint32)(unsafe.Pointer(&data[0])), true
-		}
-		oob = rest
-	}
-	return c
-}
-
-// EnableRxqOvfl makes every read carry the socket's drop count
-// (SO_RXQ_OVFL).
-func EnableRxqOvfl(rc syscall.RawConn) error {
-	return Control(rc, func(fd int) error { return setInt(fd, unix.SOL_SOCKET, unix.SO_RXQ_OVFL, 1) })
-}
-
-// UDPControlSpace is the control buffer a read needs for ParseUDPControl.
-var UDPControlSpace = 2 * unix.CmsgSpace(4)

@@ -101,14 +101,15 @@ func (c *FileConn) Close() error {
 	return nil
 }
 
-// control runs fn on the socket, or fails with net.ErrClosed after Close.
-func (c *FileConn) control(op string, fn func(rc syscall.RawConn) error) error {
+// control runs fn on the socket's descriptor, or fails with net.ErrClosed
+// after Close.
+func (c *FileConn) control(op string, fn func(fd int) error) error {
 	if c.closed.Load() {
 		return c.opError(op, net.ErrClosed)
 	}
 	rc, err := c.f.SyscallConn()
 	if err == nil {
-		err = fn(rc)
+		err = rawsock.Control(rc, fn)
 	}
 	if err != nil {
 		return c.opError(op, err)
@@ -122,7 +123,7 @@ func (c *FileConn) CloseWrite() error { return c.control("close", rawsock.CloseW
 // SetLinger is *net.TCPConn's SetLinger: sec < 0 is the default, 0 makes
 // Close send RST.
 func (c *FileConn) SetLinger(sec int) error {
-	return c.control("set", func(rc syscall.RawConn) error { return rawsock.SetLinger(rc, sec) })
+	return c.control("set", func(fd int) error { return rawsock.SetLinger(fd, sec) })
 }
 
 // LocalAddr is the local address, a *net.TCPAddr. When the dialer did not
@@ -143,8 +144,8 @@ func (c *FileConn) localAddr() *net.TCPAddr {
 	if err != nil {
 		return nil
 	}
-	la, err := rawsock.LocalAddr(rc)
-	if err != nil {
+	var la *net.TCPAddr
+	if rawsock.Control(rc, func(fd int) (err error) { la, err = rawsock.LocalAddr(fd); return err }) != nil {
 		return nil
 	}
 	c.laddr.Store(la)

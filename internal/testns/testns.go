@@ -9,10 +9,10 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"strings"
 	"sync/atomic"
 	"testing"
 
+	"github.com/connopt/connopt/internal/nsexec"
 	"github.com/vishvananda/netns"
 )
 
@@ -39,16 +39,14 @@ func New(t testing.TB, sysctls map[string]string) *NS {
 		t.Skip("the ip command (iproute2) is not installed; .ci/run installs it")
 	}
 	name := fmt.Sprintf("connopt-test-%d-%d", os.Getpid(), seq.Add(1))
-	run(t, "ip", "netns", "add", name)
+	if err := nsexec.Create(name, sysctls); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
+		if err := nsexec.Delete(name); err != nil {
+			t.Error(err)
 		}
 	})
-	run(t, "ip", "-n", name, "link", "set", "lo", "up")
-	for k, v := range sysctls {
-		run(t, "ip", "netns", "exec", name, "sysctl", "-q", "-w", k+"="+v)
-	}
 	h, err := netns.GetFromName(name)
 	if err != nil {
 		t.Fatalf("opening namespace %s: %v", name, err)
@@ -68,31 +66,14 @@ func (n *NS) Path() string { return "/run/netns/" + n.Name }
 // runtime discards it when the goroutine ends.
 func (n *NS) Do(t testing.TB, fn func()) {
 	t.Helper()
-	runtime.LockOSThread()
-	orig, err := netns.Get()
+	leave, err := nsexec.Enter(n.handle)
 	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatalf("current namespace: %v", err)
-	}
-	defer orig.Close()
-	if err := netns.Set(n.handle); err != nil {
-		runtime.UnlockOSThread()
-		t.Fatalf("entering %s: %v", n.Name, err)
+		t.Fatalf("%s: %v", n.Name, err)
 	}
 	defer func() {
-		if err := netns.Set(orig); err != nil {
-			t.Errorf("leaving %s: %v (thread stays locked and is discarded)", n.Name, err)
-			return
+		if err := leave(); err != nil {
+			t.Errorf("%s: %v", n.Name, err)
 		}
-		runtime.UnlockOSThread()
 	}()
 	fn()
-}
-
-func run(t testing.TB, name string, args ...string) {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
-	}
 }
