@@ -16,22 +16,9 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/connopt/connopt/internal/leakcheck"
+	"github.com/connopt/connopt/internal/procstat"
 	"github.com/connopt/connopt/server"
 )
-
-func rssBytes() uint64 {
-	b, _ := os.ReadFile("/proc/self/status")
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			f := strings.Fields(v)
-			if len(f) > 0 {
-				kib, _ := strconv.ParseUint(f[0], 10, 64)
-				return kib << 10
-			}
-		}
-	}
-	return 0
-}
 
 const idleChildEnv = "CONNOPT_RELIABILITY_IDLE_CHILD"
 
@@ -72,7 +59,7 @@ func TestManyIdleConnections(t *testing.T) {
 		defer stop()
 		addr := s.Addr().String()
 		runtime.GC()
-		before := rssBytes()
+		before := procstat.RSS()
 
 		child := exec.Command(os.Args[0], "-test.run=^TestManyIdleConnections$")
 		child.Env = append(os.Environ(), fmt.Sprintf("%s=%s,%d", idleChildEnv, addr, n))
@@ -98,7 +85,7 @@ func TestManyIdleConnections(t *testing.T) {
 		for range 5 {
 			wellBehaved(t, addr)
 		}
-		grown := int64(rssBytes()) - int64(before)
+		grown := int64(procstat.RSS()) - int64(before)
 		t.Logf("%d idle connections: server RSS grew %d KiB (%.1f KiB each)", n, grown>>10, float64(grown)/1024/n)
 		// Measured at about 12 KiB (a goroutine, fasthttp's 4 KiB read
 		// buffer and request context); the bound catches an allocation

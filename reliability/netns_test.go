@@ -3,7 +3,6 @@ package reliability
 import (
 	"errors"
 	"net"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -50,9 +49,7 @@ func TestNamespaceDeletedAndRecreated(t *testing.T) {
 	}
 	stop()
 
-	if out, err := exec.Command("ip", "netns", "del", ns.Name).CombinedOutput(); err != nil {
-		t.Fatalf("%v %s", err, out)
-	}
+	ns.Delete(t)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		c, err := d.Dial(addr)
@@ -67,11 +64,7 @@ func TestNamespaceDeletedAndRecreated(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
-	for _, args := range [][]string{{"netns", "add", ns.Name}, {"-n", ns.Name, "link", "set", "lo", "up"}} {
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %v: %v %s", args, err, out)
-		}
-	}
+	ns.Recreate(t)
 	addr, stop = serveIn()
 	defer stop()
 	deadline = time.Now().Add(5 * time.Second)

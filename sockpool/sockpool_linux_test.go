@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -290,9 +289,7 @@ func TestDeletedNamespace(t *testing.T) {
 	} else {
 		s.Close()
 	}
-	if out, err := exec.Command("ip", "netns", "del", ns.Name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns del: %v %s", err, out)
-	}
+	ns.Delete(t)
 	// Within a few check intervals Get fails clearly, without hanging.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -316,8 +313,6 @@ func TestDeletedNamespace(t *testing.T) {
 	}
 	p.Close()
 	leakcheck.Settle(t, base, -1)
-	// Recreate it under the same name, so the cleanup can delete it.
-	exec.Command("ip", "netns", "add", ns.Name).Run()
 
 	if _, err := New(Config{Namespace: "connopt-no-such-namespace"}); err == nil || !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("pool of a missing namespace: %v", err)
@@ -335,11 +330,7 @@ func TestReplacedNamespace(t *testing.T) {
 		t.Run(fmt.Sprintf("reopen=%v", reopen), func(t *testing.T) {
 			p := newPool(t, Config{Namespace: ns.Name, Size: 4, CheckInterval: 20 * time.Millisecond, Reopen: reopen})
 			old := p.NetnsCookie()
-			for _, args := range [][]string{{"netns", "del", ns.Name}, {"netns", "add", ns.Name}} {
-				if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-					t.Fatalf("ip %v: %v %s", args, err, out)
-				}
-			}
+			ns.Recreate(t)
 			deadline := time.Now().Add(5 * time.Second)
 			for {
 				ctx, cancel := context.WithTimeout(t.Context(), time.Second)

@@ -238,9 +238,10 @@ func syscallPhase(n, rounds int) string {
 
 func namespacePhase(rounds int) string {
 	name := fmt.Sprintf("connopt-clientbench-%d", os.Getpid())
-	must("ip", "netns", "add", name)
-	defer exec.Command("ip", "netns", "del", name).Run()
-	must("ip", "-n", name, "link", "set", "lo", "up")
+	if err := nsexec.Create(name, nil); err != nil {
+		log.Fatal(err)
+	}
+	defer nsexec.Delete(name)
 	target, err := netns.GetFromName(name)
 	if err != nil {
 		log.Fatal(err)
@@ -332,11 +333,12 @@ const rangeLow, rangeSize = 40000, 8000
 
 func runFillInNamespace(rounds int) string {
 	name := fmt.Sprintf("connopt-clientbench-fill-%d", os.Getpid())
-	must("ip", "netns", "add", name)
-	defer exec.Command("ip", "netns", "del", name).Run()
-	must("ip", "-n", name, "link", "set", "lo", "up")
-	must("ip", "netns", "exec", name, "sysctl", "-q", "-w",
-		fmt.Sprintf("net.ipv4.ip_local_port_range=%d %d", rangeLow, rangeLow+rangeSize-1))
+	if err := nsexec.Create(name, map[string]string{
+		"net.ipv4.ip_local_port_range": fmt.Sprintf("%d %d", rangeLow, rangeLow+rangeSize-1),
+	}); err != nil {
+		log.Fatal(err)
+	}
+	defer nsexec.Delete(name)
 	self, _ := os.Executable()
 	cmd := exec.Command("ip", "netns", "exec", name, self, "-phase", "fill", "-rounds", strconv.Itoa(rounds))
 	cmd.Stderr = os.Stderr
@@ -382,29 +384,17 @@ func fillPhase(rounds int) string {
 	for r := range rounds {
 		for _, m := range methods {
 			dial, done := mk(m)
-			var durs []time.Duration
-			var conns []net.Conn
-			for range int(0.925 * rangeSize) {
-				t0 := time.Now()
-				c, err := dial("127.0.0.1:5000")
-				if err != nil {
-					log.Fatalf("%s: after %d connections: %v", m, len(conns), err)
-				}
-				durs = append(durs, time.Since(t0))
-				conns = append(conns, c)
+			fill := measure.FillRange(dial, "127.0.0.1:5000", int(0.925*rangeSize))
+			if fill.StopErr != nil {
+				log.Fatalf("%s: after %d connections: %v", m, fill.Reached, fill.StopErr)
 			}
 			var row [3][2]time.Duration
 			for i, at := range checkpoints {
-				w := slices.Clone(durs[int((at-0.025)*rangeSize):int((at+0.025)*rangeSize)])
-				slices.Sort(w)
-				row[i] = [2]time.Duration{w[len(w)/2], w[len(w)*99/100]}
+				w := fill.Window(rangeSize, at)
+				row[i] = [2]time.Duration{measure.Pct(w, 0.5), measure.Pct(w, 0.99)}
 			}
 			res[m] = append(res[m], row)
-			reached[m] = len(conns)
-			for _, c := range conns {
-				c.(interface{ SetLinger(int) error }).SetLinger(0)
-				c.Close()
-			}
+			reached[m] = fill.Reached
 			sink.CloseAll()
 			done()
 			fmt.Fprintf(os.Stderr, "round %d %-32s 10%% %v 90%% %v\n", r+1, m, row[0][0], row[2][0])

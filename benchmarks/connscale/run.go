@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/connopt/connopt/benchmarks/internal/measure"
+	"github.com/connopt/connopt/internal/nsexec"
 )
 
 type runOpts struct {
@@ -135,20 +136,18 @@ func makeTopology(n int) (*topology, error) {
 	}
 	tag := fmt.Sprintf("cs%d", os.Getpid()%100000)
 	t := &topology{server: tag + "s"}
-	if err := sh("ip", "netns", "add", t.server); err != nil {
-		return nil, err
-	}
-	if err := sh("ip", "-n", t.server, "link", "set", "lo", "up"); err != nil {
-		t.remove()
+	if err := nsexec.Create(t.server, nil); err != nil {
 		return nil, err
 	}
 	for i := 1; i <= n; i++ {
 		c := fmt.Sprintf("%sc%d", tag, i)
 		t.clients = append(t.clients, c)
 		sv, cv := fmt.Sprintf("%ss%d", tag, i), fmt.Sprintf("%sv%d", tag, i)
+		if err := nsexec.Create(c, nil); err != nil {
+			t.remove()
+			return nil, err
+		}
 		for _, cmd := range [][]string{
-			{"ip", "netns", "add", c},
-			{"ip", "-n", c, "link", "set", "lo", "up"},
 			{"ip", "-n", t.server, "link", "add", sv, "type", "veth", "peer", "name", cv, "netns", c},
 			{"ip", "-n", t.server, "addr", "add", fmt.Sprintf("198.18.%d.1/24", i), "dev", sv},
 			{"ip", "-n", c, "addr", "add", fmt.Sprintf("198.18.%d.2/24", i), "dev", cv},
@@ -173,9 +172,9 @@ func (t *topology) addSource(i, host int) (string, error) {
 
 func (t *topology) remove() {
 	for _, c := range t.clients {
-		exec.Command("ip", "netns", "del", c).Run()
+		nsexec.Delete(c)
 	}
-	exec.Command("ip", "netns", "del", t.server).Run()
+	nsexec.Delete(t.server)
 }
 
 func ceilDiv(a, b int) int { return (a + b - 1) / b }

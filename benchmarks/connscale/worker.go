@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,6 +22,7 @@ import (
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
 	"github.com/connopt/connopt/client"
+	"github.com/connopt/connopt/internal/procstat"
 	"github.com/connopt/connopt/listener"
 	"github.com/connopt/connopt/ports"
 )
@@ -45,27 +45,13 @@ type report struct {
 	Metrics     string            `json:"metrics,omitempty"`
 }
 
-func rss() uint64 {
-	b, _ := os.ReadFile("/proc/self/status")
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			f := strings.Fields(v)
-			if len(f) > 0 {
-				kib, _ := strconv.ParseUint(f[0], 10, 64)
-				return kib << 10
-			}
-		}
-	}
-	return 0
-}
-
 var out = struct {
 	sync.Mutex
 	enc *json.Encoder
 }{enc: json.NewEncoder(os.Stdout)}
 
 func emit(r report) {
-	r.RSS = rss()
+	r.RSS = procstat.RSS()
 	out.Lock()
 	out.enc.Encode(r)
 	out.Unlock()

@@ -17,7 +17,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	_ "embed"
 	"errors"
@@ -34,6 +33,7 @@ import (
 	"time"
 
 	"github.com/connopt/connopt/benchmarks/internal/measure"
+	"github.com/connopt/connopt/internal/procstat"
 )
 
 //go:embed pipeline.lua
@@ -214,7 +214,7 @@ func runOnce(o Options, srv string, ld load) (sample, error) {
 	}
 	// CPU and throughput from a run without perf attached: counting
 	// tracepoints costs the server more for every syscall it makes.
-	t0, err := cpuTicks(pid)
+	t0, err := procstat.CPUTicks(pid)
 	if err != nil {
 		return sample{}, err
 	}
@@ -222,7 +222,7 @@ func runOnce(o Options, srv string, ld load) (sample, error) {
 	if err != nil {
 		return sample{}, err
 	}
-	t1, err := cpuTicks(pid)
+	t1, err := procstat.CPUTicks(pid)
 	if err != nil {
 		return sample{}, err
 	}
@@ -283,31 +283,10 @@ func wrk(url string, ld load, dur time.Duration, conns int) (sample, error) {
 	return s, nil
 }
 
-// cpuTicks is utime+stime of pid, fields 14 and 15 of /proc/PID/stat.
-func cpuTicks(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
-	u, _ := strconv.ParseFloat(f[11], 64)
-	s, _ := strconv.ParseFloat(f[12], 64)
-	return u + s, nil
-}
-
-// peakRSS is VmHWM from /proc/PID/status, in KiB.
+// peakRSS is VmHWM of pid, in KiB.
 func peakRSS(pid int) float64 {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			f := strings.Fields(v)
-			if len(f) > 0 {
-				kib, _ := strconv.ParseFloat(f[0], 64)
-				return kib
-			}
-		}
-	}
-	return 0
+	b, _ := procstat.StatusBytes(pid, "VmHWM")
+	return float64(b) / 1024
 }
 
 const ticksPerSecond = 100 // sysconf(_SC_CLK_TCK) on Linux

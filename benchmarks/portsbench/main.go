@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/connopt/connopt/benchmarks/internal/measure"
+	"github.com/connopt/connopt/internal/nsexec"
 	"github.com/connopt/connopt/ports"
 )
 
@@ -62,11 +63,12 @@ func outer(size, rounds int, out string) {
 		log.Fatal("portsbench needs the ip command: apt-get install -y iproute2")
 	}
 	name := fmt.Sprintf("connopt-portsbench-%d", os.Getpid())
-	must("ip", "netns", "add", name)
-	defer exec.Command("ip", "netns", "del", name).Run()
-	must("ip", "-n", name, "link", "set", "lo", "up")
-	must("ip", "netns", "exec", name, "sysctl", "-q", "-w",
-		fmt.Sprintf("net.ipv4.ip_local_port_range=%d %d", rangeLow, rangeLow+size-1))
+	if err := nsexec.Create(name, map[string]string{
+		"net.ipv4.ip_local_port_range": fmt.Sprintf("%d %d", rangeLow, rangeLow+size-1),
+	}); err != nil {
+		log.Fatal(err)
+	}
+	defer nsexec.Delete(name)
 	self, err := os.Executable()
 	if err != nil {
 		log.Fatal(err)
@@ -79,21 +81,9 @@ func outer(size, rounds int, out string) {
 	cmd.Env = append(os.Environ(), nsVarName+"=1")
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	if err := cmd.Run(); err != nil {
-		exec.Command("ip", "netns", "del", name).Run()
+		nsexec.Delete(name)
 		log.Fatal(err)
 	}
-}
-
-func must(args ...string) {
-	if err := measure.Run(args...); err != nil {
-		log.Fatal(err)
-	}
-}
-
-type result struct {
-	durs    []time.Duration // per dial, in order
-	reached int
-	stopErr error
 }
 
 func inner(size, rounds int, out string) {
@@ -131,15 +121,15 @@ func inner(size, rounds int, out string) {
 		},
 	}
 
-	results := map[string][]result{}
+	results := map[string][]measure.Fill{}
 	for r := range rounds {
 		for _, m := range methods {
 			dial, err := dialers[m]()
 			if err != nil {
 				log.Fatalf("%s: %v", m, err)
 			}
-			res := fillRange(dial, dst, size)
-			fmt.Fprintf(os.Stderr, "round %d %-20s reached %5d (%v)\n", r+1, m, res.reached, res.stopErr)
+			res := measure.FillRange(dial, dst, size+1)
+			fmt.Fprintf(os.Stderr, "round %d %-20s reached %5d (%v)\n", r+1, m, res.Reached, res.StopErr)
 			results[m] = append(results[m], res)
 			sink.CloseAll()
 			runtime.GC()
@@ -157,56 +147,11 @@ func inner(size, rounds int, out string) {
 	}
 }
 
-// fillRange dials until the range is full (or size+1 dials), timing each,
-// then closes everything with RST so no TIME_WAIT is left for the next
-// method.
-func fillRange(dial func(string) (net.Conn, error), dst string, size int) result {
-	var res result
-	conns := make([]net.Conn, 0, size)
-	for range size + 1 {
-		t0 := time.Now()
-		c, err := dial(dst)
-		d := time.Since(t0)
-		if err != nil {
-			res.stopErr = err
-			break
-		}
-		res.durs = append(res.durs, d)
-		conns = append(conns, c)
-	}
-	res.reached = len(conns)
-	for _, c := range conns {
-		c.(interface{ SetLinger(int) error }).SetLinger(0)
-		c.Close()
-	}
-	return res
-}
-
-// window returns the dial times around an occupancy fraction (±2.5% of the
-// range).
-func window(durs []time.Duration, size int, at float64) []time.Duration {
-	lo := int((at - 0.025) * float64(size))
-	hi := min(int((at+0.025)*float64(size)), len(durs))
-	if lo >= hi {
-		return nil
-	}
-	w := slices.Clone(durs[lo:hi])
-	slices.Sort(w)
-	return w
-}
-
-func pct(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	return sorted[min(len(sorted)-1, int(p*float64(len(sorted))))]
-}
-
 func medianDur(ds []time.Duration) time.Duration { return measure.Median(ds) }
 
 func us(d time.Duration) string { return fmt.Sprintf("%.1f", measure.Micros(d)) }
 
-func render(results map[string][]result, size, rounds int) string {
+func render(results map[string][]measure.Fill, size, rounds int) string {
 	var b strings.Builder
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	fmt.Fprintf(&b, "Time per dial to one loopback destination as a %d-port range fills; Linux %s, %s, %d cores; "+
@@ -220,12 +165,12 @@ func render(results map[string][]result, size, rounds int) string {
 		for _, at := range checkpoints {
 			var p50s, p99s []time.Duration
 			for _, r := range results[m] {
-				w := window(r.durs, size, at)
+				w := r.Window(size, at)
 				if len(w) == 0 {
 					continue
 				}
-				p50s = append(p50s, pct(w, 0.5))
-				p99s = append(p99s, pct(w, 0.99))
+				p50s = append(p50s, measure.Pct(w, 0.5))
+				p99s = append(p99s, measure.Pct(w, 0.99))
 			}
 			if len(p50s) == 0 {
 				b.WriteString(" — |")
@@ -243,8 +188,8 @@ func render(results map[string][]result, size, rounds int) string {
 		var reached []int
 		var stop error
 		for _, r := range results[m] {
-			reached = append(reached, r.reached)
-			stop = r.stopErr
+			reached = append(reached, r.Reached)
+			stop = r.StopErr
 		}
 		slices.Sort(reached)
 		why := ""

@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"log"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -28,6 +27,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/connopt/connopt/benchmarks/internal/measure"
+	"github.com/connopt/connopt/internal/nsexec"
 	"github.com/connopt/connopt/internal/rawsock"
 	"github.com/connopt/connopt/sockopt"
 	"github.com/connopt/connopt/sockpool"
@@ -46,10 +46,10 @@ func main() {
 		log.Fatal("sockpoolbench needs root: it creates a network namespace")
 	}
 	name := fmt.Sprintf("connopt-sockpoolbench-%d", os.Getpid())
-	if b, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		log.Fatalf("ip netns add: %v: %s (apt-get install -y iproute2)", err, b)
+	if err := nsexec.Create(name, nil); err != nil {
+		log.Fatalf("%v (apt-get install -y iproute2)", err)
 	}
-	defer exec.Command("ip", "netns", "del", name).Run()
+	defer nsexec.Delete(name)
 	target, err := netns.GetFromName(name)
 	if err != nil {
 		log.Fatal(err)

@@ -28,8 +28,6 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/connopt/connopt/client"
-	"github.com/connopt/connopt/internal/nsexec"
-	"github.com/connopt/connopt/listener"
 	"github.com/connopt/connopt/middleware"
 	"github.com/connopt/connopt/server"
 )
@@ -110,8 +108,9 @@ func run(ctx context.Context, cfg Config, ready func(net.Addr)) error {
 	return srv.Run(ctx)
 }
 
-// startDemoUpstream creates a namespace with loopback up and a fasthttp
-// server on addr inside it.
+// startDemoUpstream creates a namespace with loopback up (iproute2, as an
+// operator would) and serves a fasthttp handler on addr inside it with
+// server.Config.Namespace.
 func startDemoUpstream(addr string) (ns string, stop func(), err error) {
 	ns = fmt.Sprintf("connopt-proxy-demo-%d", os.Getpid())
 	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
@@ -122,18 +121,15 @@ func startDemoUpstream(addr string) (ns string, stop func(), err error) {
 		cleanup()
 		return "", nil, fmt.Errorf("ip link set lo up: %v: %s", err, out)
 	}
-	var ln net.Listener
-	if err := nsexec.Do(ns, func() error {
-		var err error
-		ln, err = listener.Listen("tcp", addr, listener.Config{})
-		return err
-	}); err != nil {
+	up, err := server.New(func(ctx *fasthttp.RequestCtx) {
+		fmt.Fprintf(ctx, "Hello from the upstream in namespace %s: %s %s\n", ns, ctx.Method(), ctx.RequestURI())
+	}, server.Config{Addr: addr, Namespace: ns, Shards: 1, DisableMetrics: true, DisableSignals: true})
+	if err != nil {
 		cleanup()
 		return "", nil, err
 	}
-	s := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
-		fmt.Fprintf(ctx, "Hello from the upstream in namespace %s: %s %s\n", ns, ctx.Method(), ctx.RequestURI())
-	}}
-	go s.Serve(ln)
-	return ns, func() { s.Shutdown(); cleanup() }, nil
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { up.Run(ctx); close(done) }()
+	return ns, func() { cancel(); <-done; cleanup() }, nil
 }

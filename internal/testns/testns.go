@@ -18,8 +18,10 @@ import (
 
 // NS is a named network namespace, /run/netns/Name.
 type NS struct {
-	Name   string
-	handle netns.NsHandle
+	Name    string
+	handle  netns.NsHandle
+	sysctls map[string]string
+	gone    atomic.Bool // deleted by Delete and not made again
 }
 
 var seq atomic.Uint32
@@ -42,7 +44,11 @@ func New(t testing.TB, sysctls map[string]string) *NS {
 	if err := nsexec.Create(name, sysctls); err != nil {
 		t.Fatal(err)
 	}
+	n := &NS{Name: name, sysctls: sysctls}
 	t.Cleanup(func() {
+		if n.gone.Load() {
+			return
+		}
 		if err := nsexec.Delete(name); err != nil {
 			t.Error(err)
 		}
@@ -52,7 +58,31 @@ func New(t testing.TB, sysctls map[string]string) *NS {
 		t.Fatalf("opening namespace %s: %v", name, err)
 	}
 	t.Cleanup(func() { h.Close() })
-	return &NS{Name: name, handle: h}
+	n.handle = h
+	return n
+}
+
+// Delete removes the namespace's name now, as an operator would; what is
+// open in it stays until closed. Do keeps entering the original namespace.
+func (n *NS) Delete(t testing.TB) {
+	t.Helper()
+	if err := nsexec.Delete(n.Name); err != nil {
+		t.Fatal(err)
+	}
+	n.gone.Store(true)
+}
+
+// Recreate makes a new namespace under the same name (after Delete, or
+// replacing the current one), with loopback up and the same sysctls.
+func (n *NS) Recreate(t testing.TB) {
+	t.Helper()
+	if !n.gone.Load() {
+		n.Delete(t)
+	}
+	if err := nsexec.Create(n.Name, n.sysctls); err != nil {
+		t.Fatal(err)
+	}
+	n.gone.Store(false)
 }
 
 // Path is the namespace's bind mount.

@@ -128,3 +128,59 @@ func (s *Sink) CloseAll() {
 	s.conns = nil
 	s.mu.Unlock()
 }
+
+// Fill is a port range filled by dialing one destination.
+type Fill struct {
+	Durs    []time.Duration // per dial, in order
+	Reached int             // connections made
+	StopErr error           // the dial error that stopped the fill, if any
+}
+
+// FillRange dials dst until n connections are made or a dial fails, timing
+// each dial, then closes everything with RST so that no TIME_WAIT is left
+// for the next method.
+func FillRange(dial func(string) (net.Conn, error), dst string, n int) Fill {
+	var f Fill
+	conns := make([]net.Conn, 0, n)
+	for range n {
+		t0 := time.Now()
+		c, err := dial(dst)
+		d := time.Since(t0)
+		if err != nil {
+			f.StopErr = err
+			break
+		}
+		f.Durs = append(f.Durs, d)
+		conns = append(conns, c)
+	}
+	f.Reached = len(conns)
+	for _, c := range conns {
+		if l, ok := c.(interface{ SetLinger(int) error }); ok {
+			l.SetLinger(0)
+		}
+		c.Close()
+	}
+	return f
+}
+
+// Window returns, sorted, the dial times around an occupancy fraction at
+// of a range of size ports (±2.5% of the range); nil if the fill did not
+// get there.
+func (f Fill) Window(size int, at float64) []time.Duration {
+	lo := int((at - 0.025) * float64(size))
+	hi := min(int((at+0.025)*float64(size)), len(f.Durs))
+	if lo < 0 || lo >= hi {
+		return nil
+	}
+	w := slices.Clone(f.Durs[lo:hi])
+	slices.Sort(w)
+	return w
+}
+
+// Pct is the p-quantile (0..1) of sorted values; 0 for none.
+func Pct(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[min(len(sorted)-1, int(p*float64(len(sorted))))]
+}

@@ -1,0 +1,62 @@
+// Package procstat reads a process's figures from /proc, for connopt's
+// tests and benchmark harnesses: resident memory and CPU time, measured the
+// same way everywhere.
+package procstat
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+func path(pid int, file string) string {
+	if pid == 0 {
+		return "/proc/self/" + file
+	}
+	return fmt.Sprintf("/proc/%d/%s", pid, file)
+}
+
+// StatusBytes returns a memory field of /proc/PID/status ("VmRSS",
+// "VmHWM", …) in bytes; pid 0 is this process.
+func StatusBytes(pid int, field string) (uint64, error) {
+	b, err := os.ReadFile(path(pid, "status"))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			f := strings.Fields(v)
+			if len(f) == 0 {
+				break
+			}
+			kib, err := strconv.ParseUint(f[0], 10, 64)
+			return kib << 10, err
+		}
+	}
+	return 0, fmt.Errorf("%s: no %s field", path(pid, "status"), field)
+}
+
+// RSS is this process's resident set size in bytes, 0 if unknown.
+func RSS() uint64 {
+	n, _ := StatusBytes(0, "VmRSS")
+	return n
+}
+
+// CPUTicks is utime+stime of /proc/PID/stat, in clock ticks.
+func CPUTicks(pid int) (float64, error) {
+	b, err := os.ReadFile(path(pid, "stat"))
+	if err != nil {
+		return 0, err
+	}
+	// The command name may hold spaces and parentheses: fields start
+	// after the last ')'.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("%s: %d fields", path(pid, "stat"), len(f))
+	}
+	u, _ := strconv.ParseFloat(f[11], 64)
+	s, _ := strconv.ParseFloat(f[12], 64)
+	return u + s, nil
+}
