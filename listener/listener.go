@@ -116,6 +116,11 @@ type Listener struct {
 	wrap       bool
 	nagle      bool
 
+	// The OS calls Accept makes, behind funcs so that tests can stand in
+	// for them (no real EMFILE, no real sleep).
+	acceptTCP func() (*net.TCPConn, error)
+	sleep     func(d time.Duration, done <-chan struct{})
+
 	closeOnce sync.Once
 	closeErr  error
 	done      chan struct{}
@@ -150,6 +155,8 @@ func ListenContext(ctx context.Context, network, address string, cfg Config) (*L
 		m.wrapped.Store(true)
 	}
 	return &Listener{
+		acceptTCP:  tl.AcceptTCP,
+		sleep:      sleepUnlessDone,
 		tl:         tl,
 		metrics:    m,
 		maxBackoff: cmp.Or(cfg.MaxAcceptBackoff, DefaultMaxAcceptBackoff),
@@ -198,7 +205,7 @@ func ListenShards(network, address string, n int, cfg Config) ([]*Listener, erro
 func (l *Listener) Accept() (net.Conn, error) {
 	var delay time.Duration
 	for {
-		tc, err := l.tl.AcceptTCP()
+		tc, err := l.acceptTCP()
 		if err == nil {
 			l.metrics.accepted.Add(1)
 			if l.nagle {
@@ -224,12 +231,17 @@ func (l *Listener) Accept() (net.Conn, error) {
 		// this loop from spinning on a listen socket that stays readable.
 		delay = min(max(2*delay, minAcceptBackoff), l.maxBackoff)
 		l.metrics.backoffNanos.Add(uint64(delay))
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-l.done:
-			t.Stop()
-		}
+		l.sleep(delay, l.done)
+	}
+}
+
+// sleepUnlessDone sleeps for d or until done is closed.
+func sleepUnlessDone(d time.Duration, done <-chan struct{}) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-done:
 	}
 }
 

@@ -117,7 +117,7 @@ type Allocator struct {
 	sources6 []netip.Addr
 	aging    int64
 	attempts int
-	epoch    time.Time
+	now      func() int64 // env.now
 
 	seed   maphash.Seed
 	shards [64]shard
@@ -145,7 +145,11 @@ func New(cfg Config) (*Allocator, error) {
 	if !supported {
 		return nil, ErrUnsupported
 	}
-	sys, reserved, err := systemRange()
+	return newAllocator(cfg, osEnv)
+}
+
+func newAllocator(cfg Config, e env) (*Allocator, error) {
+	sys, reserved, err := e.systemRange()
 	if err != nil {
 		return nil, fmt.Errorf("ports: reading the system port range: %w", err)
 	}
@@ -165,7 +169,7 @@ func New(cfg Config) (*Allocator, error) {
 		ports:    usablePorts(r, reserved),
 		aging:    int64(cfg.Aging),
 		attempts: cfg.Attempts,
-		epoch:    time.Now(),
+		now:      e.now,
 		seed:     maphash.MakeSeed(),
 	}
 	if len(a.ports) == 0 {
@@ -214,7 +218,6 @@ func (a *Allocator) Strategy() Strategy { return a.strategy }
 // Range reports the configured range.
 func (a *Allocator) Range() Range { return a.rng }
 
-func (a *Allocator) now() int64 { return int64(time.Since(a.epoch)) }
 
 func (a *Allocator) sources(remote netip.Addr) []netip.Addr {
 	if remote.Unmap().Is4() {

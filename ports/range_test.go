@@ -1,7 +1,11 @@
 package ports
 
 import (
+	"errors"
+	"fmt"
+	"os"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -83,4 +87,42 @@ func FuzzParseRange(f *testing.F) {
 			t.Fatalf("parseRange(%q) = %v", s, r)
 		}
 	})
+}
+
+// New reads the namespace's range and reserved ports through env: a fake
+// /proc decides which ports the allocator hands out.
+func TestSystemRangeRead(t *testing.T) {
+	files := map[string]string{
+		"/proc/sys/net/ipv4/ip_local_port_range":     "40000\t40009\n",
+		"/proc/sys/net/ipv4/ip_local_reserved_ports": "40001-40003,40009\n",
+	}
+	e := osEnv
+	e.readFile = func(name string) ([]byte, error) {
+		if v, ok := files[name]; ok {
+			return []byte(v), nil
+		}
+		return nil, os.ErrNotExist
+	}
+	if !supported {
+		t.Skip("ports.New is Linux only")
+	}
+	a, err := newAllocator(Config{Aging: -1}, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.rng != (Range{40000, 40009}) {
+		t.Fatalf("range %v", a.rng)
+	}
+	if got, want := fmt.Sprint(a.ports), "[40000 40004 40005 40006 40007 40008]"; got != want {
+		t.Fatalf("usable ports %s, want %s", got, want)
+	}
+	files["/proc/sys/net/ipv4/ip_local_port_range"] = "40000"
+	if _, err := newAllocator(Config{}, e); err == nil || !strings.Contains(err.Error(), "port range") {
+		t.Fatalf("malformed range file: %v", err)
+	}
+	delete(files, "/proc/sys/net/ipv4/ip_local_reserved_ports")
+	files["/proc/sys/net/ipv4/ip_local_port_range"] = "40000 40009"
+	if _, err := newAllocator(Config{}, e); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("missing reserved-ports file: %v", err)
+	}
 }

@@ -61,7 +61,7 @@ func TestShortAgingAfterCollision(t *testing.T) {
 		// The pool starts at a random port of the two: retry until the
 		// collision comes first, the order that used to block.
 		for try := range 50 {
-			a := newT(t, Config{Range: Range{x, x + 1}, Aging: 10 * time.Millisecond, Sources: src})
+			a, clock := newClocked(t, Config{Range: Range{x, x + 1}, Aging: 10 * time.Millisecond, Sources: src})
 			c, err := a.Dial4(dst)
 			if err != nil {
 				t.Fatal(err)
@@ -74,9 +74,9 @@ func TestShortAgingAfterCollision(t *testing.T) {
 			if st := a.Stats(); st.Aging != 2 {
 				t.Fatalf("try %d: %d ports aging, want 2 (the collided one and ours)", try, st.Aging)
 			}
-			time.Sleep(100 * time.Millisecond)
+			clock.advance(10 * time.Millisecond)
 			if st := a.Stats(); st.Aging != 1 {
-				t.Fatalf("after 100 ms: %d ports aging, want 1 (the collided one)", st.Aging)
+				t.Fatalf("after 10 ms: %d ports aging, want 1 (the collided one)", st.Aging)
 			}
 			c, err = a.Dial4(dst)
 			if err != nil {
