@@ -218,7 +218,6 @@ func (a *Allocator) Strategy() Strategy { return a.strategy }
 // Range reports the configured range.
 func (a *Allocator) Range() Range { return a.rng }
 
-
 func (a *Allocator) sources(remote netip.Addr) []netip.Addr {
 	if remote.Unmap().Is4() {
 		return a.sources4
