@@ -34,6 +34,9 @@ var (
 	// ErrPeerClosed matches the error of a Read or Write on a connection
 	// whose peer has gone away (EPIPE, ECONNRESET).
 	ErrPeerClosed = tcpconn.ErrPeerClosed
+	// ErrUnsupported is returned by NewDialer outside Linux. It is
+	// sockopt.ErrUnsupported.
+	ErrUnsupported = sockopt.ErrUnsupported
 	// ErrNameInNamespace is returned for a host name when the Dialer works
 	// in another namespace: resolving it here would ask the host's
 	// resolver, not the namespace's.
@@ -45,6 +48,13 @@ var (
 	// It is sockopt.ErrInvalidConfig.
 	ErrInvalidConfig = sockopt.ErrInvalidConfig
 )
+
+// Conn is the connection a Dialer returns (as a net.Conn): a dialed TCP
+// socket with *net.TCPConn's methods (Read, Write, ReadFrom, WriteTo,
+// deadlines, CloseWrite, SetLinger, SyscallConn, *net.TCPAddr addresses)
+// and their meaning, whose errors match ErrPeerClosed when the peer has
+// gone away, and whose Close releases its port lease.
+type Conn = tcpconn.FileConn
 
 // Config configures a Dialer. The zero value dials from the current
 // namespace, lets the kernel pick source address and port, and times out

@@ -143,7 +143,8 @@ func (g *atomicGauge) Collect(ch chan<- prometheus.Metric) {
 // Recover turns a panic in the handler into a 500 response and a count
 // (connopt_http_panics_total), logs it with the request's method and path,
 // and keeps the server serving. The connection is closed after the 500, as
-// the handler may have left the request half read.
+// the handler may have left the request half read. A nil logger logs
+// nothing.
 func Recover(reg prometheus.Registerer, logger fasthttp.Logger) Middleware {
 	panics := register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "connopt_http_panics_total", Help: "Handler panics turned into 500 responses.",

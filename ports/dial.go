@@ -118,8 +118,12 @@ func (a *Allocator) DialContext(ctx context.Context, network, address string) (n
 		}
 		return nil, err
 	}
-	return tcpconn.New(conn.(*net.TCPConn), &a.conns, l.ReleaseAfterClose), nil
+	return tcpconn.New(conn.(*net.TCPConn), &uncounted, l.ReleaseAfterClose), nil
 }
+
+// uncounted receives the wrapper's connection counts, which nothing reads:
+// DialContext's connections are counted by their leases (Stats.InUse).
+var uncounted tcpconn.Counters
 
 // isCollision reports a port held by a socket outside the allocator.
 func isCollision(err error) bool {

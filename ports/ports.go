@@ -13,7 +13,6 @@ import (
 
 	"github.com/connopt/connopt/internal/confcheck"
 	"github.com/connopt/connopt/internal/rawsock"
-	"github.com/connopt/connopt/internal/tcpconn"
 	"github.com/connopt/connopt/sockopt"
 )
 
@@ -127,7 +126,6 @@ type Allocator struct {
 	leases     atomic.Uint64
 	exhausted  atomic.Uint64
 	collisions atomic.Uint64
-	conns      tcpconn.Counters
 }
 
 type shard struct {

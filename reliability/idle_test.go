@@ -38,6 +38,7 @@ func idleChild(addr string, n int) {
 	}
 	fmt.Println("held")
 	io.Copy(io.Discard, os.Stdin)
+	runtime.KeepAlive(conns) // held until stdin closes
 }
 
 // 10,000 idle connections, their client ends in a child process (one

@@ -2,7 +2,6 @@ package reliability
 
 import (
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
 	"runtime"
@@ -106,7 +105,7 @@ func TestPortsExhaustedUnderConcurrency(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	if s := alloc.Stats(); s.InUse != 0 {
-		t.Fatal(fmt.Sprintf("leases held after closing: %+v", s))
+		t.Fatalf("leases held after closing: %+v", s)
 	}
 	leakcheck.Settle(t, fds, gs)
 }

@@ -433,12 +433,6 @@ func closeEvery(ln net.Listener) {
 	}
 }
 
-func must(args ...string) {
-	if err := measure.Run(args...); err != nil {
-		log.Fatal(err)
-	}
-}
-
 func us(d time.Duration) float64 { return measure.Micros(d) }
 
 func median(ds []time.Duration) time.Duration { return measure.Median(ds) }

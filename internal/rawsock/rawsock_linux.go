@@ -23,13 +23,6 @@ func getInt(fd, level, name int) (int, error) {
 	return v, wrap("getsockopt", err)
 }
 
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
-
 // ApplyListener sets o on fd, a TCP socket that is about to be bound and put
 // in the listening state. SO_REUSEADDR is set whatever o says (Go's listener
 // code sets it too): a restarted server must bind while its old connections
