@@ -32,14 +32,7 @@ func serve(t *testing.T, ln net.Listener, h fasthttp.RequestHandler) *fasthttp.S
 		if err := s.Shutdown(); err != nil {
 			t.Errorf("Shutdown: %v", err)
 		}
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Errorf("Serve did not return after Shutdown")
-		}
+		testkit.Returns(t, done, 10*time.Second, "Serve after Shutdown")
 	})
 	return s
 }
@@ -73,23 +66,12 @@ func snapshot(t *testing.T) resources {
 }
 
 // waitBaseline waits until descriptors and goroutines are back to base (the
-// server's connection goroutines exit asynchronously), and fails if they do
-// not come back within a few seconds.
+// server's connection goroutines exit asynchronously) and the active gauge
+// reads wantActive.
 func waitBaseline(t *testing.T, base resources, m *Metrics, wantActive int64) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		now := snapshot(t)
+	leakcheck.SettleWhen(t, base.fds, base.goroutines, func() (bool, string) {
 		active := m.Snapshot().Active
-		if now.fds <= base.fds && now.goroutines <= base.goroutines && active == wantActive {
-			return
-		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			t.Fatalf("leak: fds %d -> %d, goroutines %d -> %d, active connections %d (want %d)\n%s",
-				base.fds, now.fds, base.goroutines, now.goroutines, active, wantActive, buf)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return active == wantActive, fmt.Sprintf("active connections %d (want %d)", active, wantActive)
+	})
 }

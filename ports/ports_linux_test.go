@@ -20,6 +20,7 @@ import (
 
 	"github.com/connopt/connopt/internal/leakcheck"
 	"github.com/connopt/connopt/internal/rawsock"
+	"github.com/connopt/connopt/internal/testkit"
 	"github.com/connopt/connopt/internal/testns"
 )
 
@@ -70,57 +71,16 @@ func newClocked(t *testing.T, cfg Config) (*Allocator, *fakeClock) {
 	return a, c
 }
 
-// sink is a listener that accepts and holds connections until the test
-// ends; with peerCloses it closes each one after reading EOF.
-type sink struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	conns []net.Conn
-}
-
-func newSink(t *testing.T, addr string) *sink {
+// newSink accepts and holds connections on addr until the test ends.
+func newSink(t *testing.T, addr string) *testkit.Sink {
 	t.Helper()
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &sink{ln: ln}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.mu.Lock()
-			s.conns = append(s.conns, c)
-			s.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		s.mu.Lock()
-		for _, c := range s.conns {
-			c.Close()
-		}
-		s.mu.Unlock()
-	})
+	s := testkit.NewSink(ln)
+	t.Cleanup(s.Close)
 	return s
-}
-
-func (s *sink) addr() string { return s.ln.Addr().String() }
-
-// closeAll closes the accepted side first, so the dialing side sees EOF and
-// does not end in TIME_WAIT.
-func (s *sink) closeAll() {
-	s.mu.Lock()
-	for _, c := range s.conns {
-		c.Close()
-	}
-	s.conns = nil
-	s.mu.Unlock()
 }
 
 func closeConns(cs []net.Conn) {
@@ -144,12 +104,12 @@ func fill(dial func(string) (net.Conn, error), dsts []string, max int) ([]net.Co
 	return conns, nil
 }
 
-func sinks(t *testing.T, n int) ([]string, []*sink) {
+func sinks(t *testing.T, n int) ([]string, []*testkit.Sink) {
 	var dsts []string
-	var ss []*sink
+	var ss []*testkit.Sink
 	for i := range n {
 		s := newSink(t, fmt.Sprintf("127.0.0.1:%d", 5001+i))
-		dsts = append(dsts, s.addr())
+		dsts = append(dsts, s.Addr())
 		ss = append(ss, s)
 	}
 	return dsts, ss
@@ -206,7 +166,7 @@ func TestTrackedHoldsRangePerDestination(t *testing.T) {
 			t.Fatalf("in use after closing everything: %d", s.InUse)
 		}
 		for _, s := range ss {
-			s.closeAll()
+			s.CloseAll()
 		}
 		leakcheck.Settle(t, fds, -1)
 	})
@@ -268,7 +228,7 @@ func TestKernelStrategy(t *testing.T) {
 // A port held by a socket outside the allocator is retried on another port.
 func TestCollisionRetried(t *testing.T) {
 	inNS(t, func() {
-		dst := newSink(t, "127.0.0.1:5000").addr()
+		dst := newSink(t, "127.0.0.1:5000").Addr()
 		x := trackedRange.Low
 		holder, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", x))
 		if err != nil {
@@ -303,7 +263,7 @@ func TestCollisionRetried(t *testing.T) {
 
 func TestCollisionAttemptsExhausted(t *testing.T) {
 	inNS(t, func() {
-		dst := newSink(t, "127.0.0.1:5000").addr()
+		dst := newSink(t, "127.0.0.1:5000").Addr()
 		x := trackedRange.Low + 10
 		for p := x; p < x+3; p++ {
 			h, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", p))
@@ -346,12 +306,12 @@ func TestAging(t *testing.T) {
 			Sources: []netip.Addr{netip.MustParseAddr("127.0.0.1")}})
 
 		// Peer closes first: the client reads EOF, closes, the port is free.
-		c, err := a.Dial4(s.addr())
+		c, err := a.Dial4(s.Addr())
 		if err != nil {
 			t.Fatal(err)
 		}
 		waitAccepted(t, s, 1)
-		s.closeAll()
+		s.CloseAll()
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
 			t.Fatalf("read: %v, want EOF", err)
@@ -363,7 +323,7 @@ func TestAging(t *testing.T) {
 		}
 
 		// We close first: the port ages.
-		c, err = a.Dial4(s.addr())
+		c, err = a.Dial4(s.Addr())
 		if err != nil {
 			t.Fatalf("port not reusable after the peer closed: %v", err)
 		}
@@ -371,7 +331,7 @@ func TestAging(t *testing.T) {
 		if st := a.Stats(); st.Aging != 1 {
 			t.Fatalf("after local close: %+v, want 1 aging", st)
 		}
-		if _, err := a.Dial4(s.addr()); !errors.Is(err, ErrExhausted) {
+		if _, err := a.Dial4(s.Addr()); !errors.Is(err, ErrExhausted) {
 			t.Fatalf("dial during aging: %v, want ErrExhausted", err)
 		}
 		clock.advance(399 * time.Millisecond)
@@ -385,7 +345,7 @@ func TestAging(t *testing.T) {
 		// The port is ours to hand out again (whether the kernel lets the
 		// same 4-tuple connect while its TIME_WAIT lasts is
 		// tcp_tw_reuse's business, which the default Aging covers).
-		l, err := a.Acquire(netip.MustParseAddrPort(s.addr()))
+		l, err := a.Acquire(netip.MustParseAddrPort(s.Addr()))
 		if err != nil || l.Source().Port() != trackedRange.Low+50 {
 			t.Fatalf("after aging: %v, %v", l, err)
 		}
@@ -393,13 +353,11 @@ func TestAging(t *testing.T) {
 	})
 }
 
-func waitAccepted(t *testing.T, s *sink, n int) {
+func waitAccepted(t *testing.T, s *testkit.Sink, n int) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		s.mu.Lock()
-		got := len(s.conns)
-		s.mu.Unlock()
+		got := s.Count()
 		if got >= n {
 			return
 		}

@@ -22,7 +22,7 @@ func TestKernelTriesEverySource(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		dst := newSink(t, "127.0.0.1:5000").addr()
+		dst := newSink(t, "127.0.0.1:5000").Addr()
 		held, err := fill(full.Dial4, []string{dst}, 2)
 		defer closeConns(held)
 		if err != nil {
@@ -50,7 +50,7 @@ func TestKernelTriesEverySource(t *testing.T) {
 // aging, not after the collided port's.
 func TestShortAgingAfterCollision(t *testing.T) {
 	inNS(t, func() {
-		dst := newSink(t, "127.0.0.1:5000").addr()
+		dst := newSink(t, "127.0.0.1:5000").Addr()
 		x := trackedRange.Low + 120
 		holder, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", x))
 		if err != nil {

@@ -178,14 +178,7 @@ func TestGracefulStop(t *testing.T) {
 			t.Fatalf("a request in flight at the stop: %v", err)
 		}
 	}
-	select {
-	case err := <-runErr:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run did not return")
-	}
+	testkit.Returns(t, runErr, 10*time.Second, "Run")
 	if d := time.Since(stopped); d > 5*time.Second {
 		t.Fatalf("stop took %v, beyond the 5 s deadline", d)
 	}

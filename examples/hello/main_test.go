@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/connopt/connopt/internal/testkit"
 )
 
 func TestHello(t *testing.T) {
@@ -45,14 +47,7 @@ func TestHello(t *testing.T) {
 		}
 	}
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("shutdown: %v", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("no graceful stop")
-	}
+	testkit.Returns(t, done, 15*time.Second, "graceful stop")
 	if _, err := net.Dial("tcp", addr.String()); err == nil {
 		t.Fatal("still listening after shutdown")
 	}

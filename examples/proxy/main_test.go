@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/connopt/connopt/internal/testkit"
 )
 
 // The proxy's whole path: a client on the host, the proxy (server package)
@@ -80,12 +82,5 @@ func TestProxyEndToEnd(t *testing.T) {
 	}
 
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run: %v", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("no graceful stop")
-	}
+	testkit.Returns(t, done, 15*time.Second, "graceful stop")
 }

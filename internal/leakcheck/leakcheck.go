@@ -28,15 +28,26 @@ func FDs(t testing.TB) int {
 // and fails the test with a goroutine dump if they do not.
 func Settle(t testing.TB, fds, goroutines int) {
 	t.Helper()
+	SettleWhen(t, fds, goroutines, nil)
+}
+
+// SettleWhen is Settle that also waits for cond (nil: none) to hold; cond
+// says what it found, for the failure message.
+func SettleWhen(t testing.TB, fds, goroutines int, cond func() (ok bool, found string)) {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		f, g := FDs(t), runtime.NumGoroutine()
-		if (fds < 0 || f <= fds) && (goroutines < 0 || g <= goroutines) {
+		ok, found := true, ""
+		if cond != nil {
+			ok, found = cond()
+		}
+		if ok && (fds < 0 || f <= fds) && (goroutines < 0 || g <= goroutines) {
 			return
 		}
 		if time.Now().After(deadline) {
 			buf := make([]byte, 1<<20)
-			t.Fatalf("leak: descriptors %d -> %d, goroutines %d -> %d\n%s", fds, f, goroutines, g, buf[:runtime.Stack(buf, true)])
+			t.Fatalf("leak: descriptors %d -> %d, goroutines %d -> %d %s\n%s", fds, f, goroutines, g, found, buf[:runtime.Stack(buf, true)])
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/net/nettest"
 )
@@ -59,5 +61,75 @@ func MakePipe(ln net.Listener, dial func(addr string) (net.Conn, error)) nettest
 			return nil, nil, nil, err
 		}
 		return c1, c2, func() { c1.Close(); c2.Close() }, nil
+	}
+}
+
+// Sink accepts connections on a listener and holds them until CloseAll or
+// Close, so that a test or a harness can fill a port range against it.
+type Sink struct {
+	ln    net.Listener
+	done  chan struct{}
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+// NewSink starts accepting on ln.
+func NewSink(ln net.Listener) *Sink {
+	s := &Sink{ln: ln, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.conns = append(s.conns, c)
+			s.mu.Unlock()
+		}
+	}()
+	return s
+}
+
+// Addr is the listener's address, as a string.
+func (s *Sink) Addr() string { return s.ln.Addr().String() }
+
+// Count is how many connections are held now.
+func (s *Sink) Count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+// CloseAll closes the connections accepted so far, the accepting side
+// first, so the dialing side reads EOF and does not end in TIME_WAIT.
+func (s *Sink) CloseAll() {
+	s.mu.Lock()
+	for _, c := range s.conns {
+		c.Close()
+	}
+	s.conns = nil
+	s.mu.Unlock()
+}
+
+// Close stops accepting, waits for the accept loop, and closes everything.
+func (s *Sink) Close() {
+	s.ln.Close()
+	<-s.done
+	s.CloseAll()
+}
+
+// Returns waits up to d for what done delivers (a Serve or Run returning)
+// and reports a non-nil error or a timeout as an error of the test, naming
+// what.
+func Returns(t testing.TB, done <-chan error, d time.Duration, what string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("%s: %v", what, err)
+		}
+	case <-time.After(d):
+		t.Errorf("%s did not return within %v", what, d)
 	}
 }

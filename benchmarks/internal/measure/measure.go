@@ -12,9 +12,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/connopt/connopt/internal/testkit"
 )
 
 // Syscalls counts the syscalls of process pid while run runs, with perf
@@ -94,40 +95,9 @@ func Run(args ...string) error {
 	return nil
 }
 
-// Sink accepts connections on a listener and holds them until CloseAll, so
-// that a harness can fill a port range against it.
-type Sink struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	conns []net.Conn
-}
-
-// NewSink starts accepting on ln.
-func NewSink(ln net.Listener) *Sink {
-	s := &Sink{ln: ln}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.mu.Lock()
-			s.conns = append(s.conns, c)
-			s.mu.Unlock()
-		}
-	}()
-	return s
-}
-
-// CloseAll closes the connections accepted so far.
-func (s *Sink) CloseAll() {
-	s.mu.Lock()
-	for _, c := range s.conns {
-		c.Close()
-	}
-	s.conns = nil
-	s.mu.Unlock()
-}
+// NewSink holds the connections accepted on ln until CloseAll: the
+// destination a harness fills a port range against.
+func NewSink(ln net.Listener) *testkit.Sink { return testkit.NewSink(ln) }
 
 // Fill is a port range filled by dialing one destination.
 type Fill struct {
