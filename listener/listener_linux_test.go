@@ -213,7 +213,7 @@ func timeWaitOnPort(t *testing.T, port int) int {
 }
 
 // A server restarted right after closing, while its old connections sit in
-// TIME_WAIT, binds again (the connscale seed's EADDRINUSE finding).
+// TIME_WAIT, binds again instead of failing with EADDRINUSE.
 func TestRestartWithTimeWait(t *testing.T) {
 	ln, err := Listen("tcp", "127.0.0.1:0", Config{})
 	if err != nil {

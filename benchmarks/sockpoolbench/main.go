@@ -1,5 +1,5 @@
 // Command sockpoolbench measures what it costs to obtain N TCP sockets
-// inside another network namespace, as the Erlang NIF seed's table did:
+// inside another network namespace, three ways:
 //
 //	setns per socket   LockOSThread; for each socket: setns in, socket(), setns out
 //	setns per batch    LockOSThread; setns in; N × socket(); setns out
