@@ -100,7 +100,7 @@ func (a *Allocator) DialContext(ctx context.Context, network, address string) (n
 	raddr := net.TCPAddrFromAddrPort(remote)
 	family, err := netaddr.Fit(network, remote.Addr())
 	if err != nil {
-		return nil, &net.OpError{Op: "dial", Net: network, Addr: raddr, Err: err}
+		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
 	}
 	var conn net.Conn
 	l, err := a.Connect(remote, func(l *Lease) error {
@@ -109,14 +109,15 @@ func (a *Allocator) DialContext(ctx context.Context, network, address string) (n
 		}}
 		var err error
 		conn, err = d.DialContext(ctx, family, remote.String())
+		// The cause only: the *net.OpError is built once, below, with
+		// the network the caller named.
+		if oe, ok := err.(*net.OpError); ok {
+			err = oe.Err
+		}
 		return err
 	})
 	if err != nil {
-		var oe *net.OpError
-		if !errors.As(err, &oe) {
-			err = &net.OpError{Op: "dial", Net: network, Addr: raddr, Err: err}
-		}
-		return nil, err
+		return nil, &net.OpError{Op: "dial", Net: network, Addr: raddr, Err: err}
 	}
 	return tcpconn.New(conn.(*net.TCPConn), &uncounted, l.ReleaseAfterClose), nil
 }
