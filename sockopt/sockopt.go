@@ -9,7 +9,8 @@
 //   - a negative number turns off a feature that is on by default, where the
 //     field says so (Options.KeepAlive, listener.Config.DeferAccept,
 //     ports.Config.Aging), and is ErrInvalidConfig everywhere else;
-//   - a boolean turns on something that is off by default.
+//   - a boolean's zero value is the default, and setting it does what its
+//     name says (Nagle, listener.Config.ReusePort, server.Config.DisableMetrics).
 //
 // Invalid values are reported by the constructor (listener.Listen,
 // sockpool.New, client.NewDialer, server.New), with an error that matches
