@@ -149,7 +149,7 @@ func NewDialer(cfg Config) (*Dialer, error) {
 		}
 	}
 	if _, err := d.pool(false); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("client: %w", err)
 	}
 	return d, nil
 }
@@ -189,7 +189,7 @@ func (d *Dialer) pool(ipv6 bool) (*sockpool.Pool, error) {
 	}
 	p, err := sockpool.New(pc)
 	if err != nil {
-		return nil, fmt.Errorf("client: %w", err)
+		return nil, err // a cause: DialContext and NewDialer say whose
 	}
 	d.pools[i] = p
 	return p, nil

@@ -171,7 +171,7 @@ func newAllocator(cfg Config, e env) (*Allocator, error) {
 		seed:     maphash.MakeSeed(),
 	}
 	if len(a.ports) == 0 {
-		return nil, fmt.Errorf("ports: range %v has no port that is not reserved", r)
+		return nil, confcheck.Invalid("range %v has no port that is not reserved", r)
 	}
 	switch {
 	case cfg.Aging == 0:
