@@ -34,6 +34,11 @@ var (
 	// ErrPeerClosed matches the error of a Read or Write on a connection
 	// whose peer has gone away (EPIPE, ECONNRESET).
 	ErrPeerClosed = tcpconn.ErrPeerClosed
+	// ErrUnsent matches, besides ErrPeerClosed, the error of a Write on a
+	// dialed connection whose upstream had already closed it (its FIN or
+	// RST was seen): nothing was sent since the last read, so the request
+	// may be sent again elsewhere, whatever its method.
+	ErrUnsent = tcpconn.ErrUnsent
 	// ErrUnsupported is returned by NewDialer outside Linux. It is
 	// sockopt.ErrUnsupported.
 	ErrUnsupported = sockopt.ErrUnsupported
@@ -82,6 +87,15 @@ type Config struct {
 
 	// Options are set when the pool creates the socket, not per dial.
 	sockopt.Options
+
+	// DisablePeerWatch turns off watching dialed connections for the
+	// upstream's FIN or RST. With the watch (the default), a Write on a
+	// connection whose upstream has closed it fails at once without
+	// sending anything (ErrUnsent), and the fasthttp clients built here
+	// send such a request on another connection, whatever its method. It
+	// costs one epoll_ctl per dial. Turn it off for protocols in which the
+	// upstream half-closes and still reads.
+	DisablePeerWatch bool
 }
 
 // Dialer dials TCP connections with pooled sockets. It is safe for
@@ -100,11 +114,14 @@ type Dialer struct {
 
 	dns dnsCache
 
-	conns       tcpconn.Counters
-	dials       atomic.Uint64
-	dialErrors  [numReasons]atomic.Uint64
-	deadRetries atomic.Uint64
-	connectTime prometheus.Histogram
+	conns        tcpconn.Counters
+	watch        *watcher // nil with DisablePeerWatch
+	redirected   atomic.Uint64
+	writeRetries atomic.Uint64
+	dials        atomic.Uint64
+	dialErrors   [numReasons]atomic.Uint64
+	deadRetries  atomic.Uint64
+	connectTime  prometheus.Histogram
 }
 
 // NewDialer returns a Dialer; its IPv4 socket pool starts filling at once,
@@ -150,6 +167,14 @@ func NewDialer(cfg Config) (*Dialer, error) {
 	}
 	if _, err := d.pool(false); err != nil {
 		return nil, fmt.Errorf("client: %w", err)
+	}
+	if !cfg.DisablePeerWatch {
+		w, err := newWatcher()
+		if err != nil {
+			d.Close()
+			return nil, fmt.Errorf("client: %w", err)
+		}
+		d.watch = w
 	}
 	return d, nil
 }
@@ -199,12 +224,18 @@ func (d *Dialer) pool(ipv6 bool) (*sockpool.Pool, error) {
 func (d *Dialer) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
 	d.closed = true
 	for i, p := range d.pools {
 		if p != nil {
 			p.Close()
 			d.pools[i] = nil
 		}
+	}
+	if d.watch != nil {
+		d.watch.close()
 	}
 	return nil
 }
@@ -495,7 +526,20 @@ func (d *Dialer) connect(ctx context.Context, network string, remote netip.AddrP
 	if err != nil {
 		return nil, err
 	}
-	return tcpconn.NewFile(f, network, raddr, laddr, &d.conns, onClose), nil
+	if d.watch == nil {
+		return tcpconn.NewFile(f, network, raddr, laddr, &d.conns, onClose, false), nil
+	}
+	var token uint64
+	release := onClose
+	onClose = func(peerClosed bool) {
+		d.watch.remove(token)
+		if release != nil {
+			release(peerClosed)
+		}
+	}
+	c := tcpconn.NewFile(f, network, raddr, laddr, &d.conns, onClose, true)
+	token = d.watch.add(fd, c)
+	return c, nil
 }
 
 type reason int

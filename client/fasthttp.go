@@ -11,20 +11,53 @@ import (
 	"github.com/connopt/connopt/internal/tcpconn"
 )
 
-// HostClient returns a fasthttp.HostClient for addr that dials with d and
+// HostClient returns a fasthttp.HostClient for addr that dials with d,
+// moves requests off connections the upstream closed (Transport) and
 // retries as RetryIfErr says. Adjust its other fields as usual.
 func (d *Dialer) HostClient(addr string) *fasthttp.HostClient {
-	hc := &fasthttp.HostClient{Addr: addr, DialTimeout: d.DialTimeout}
+	hc := &fasthttp.HostClient{Addr: addr, DialTimeout: d.DialTimeout, Transport: d.Transport()}
 	hc.RetryIfErr = d.RetryIfErr(hc)
 	return hc
 }
 
-// Client returns a fasthttp.Client that dials with d and retries as
-// RetryIfErr says.
+// Client returns a fasthttp.Client that dials with d, moves requests off
+// connections the upstream closed and retries as RetryIfErr says.
 func (d *Dialer) Client() *fasthttp.Client {
-	c := &fasthttp.Client{DialTimeout: d.DialTimeout}
+	c := &fasthttp.Client{DialTimeout: d.DialTimeout, Transport: d.Transport()}
 	c.RetryIfErr = d.RetryIfErr(c)
 	return c
+}
+
+// maxRedirects bounds how many connections one request may find closed by
+// the upstream before it is sent; after burstRedirects in a row the
+// client's idle connections are closed (they died together, after an idle
+// gap or an upstream restart) so the next one is dialed afresh.
+const (
+	maxRedirects   = 16
+	burstRedirects = 3
+)
+
+// Transport returns the fasthttp.RoundTripper of the clients built here:
+// fasthttp's own, except that a request whose connection turns out closed
+// by the upstream before anything was written (ErrUnsent: the dialer saw
+// its FIN or RST) is written again on another connection at once, whatever
+// its method, without using one of fasthttp's attempts. Requests with a
+// body stream are not repeated (the stream may have been read).
+func (d *Dialer) Transport() fasthttp.RoundTripper { return redirectTransport{d} }
+
+type redirectTransport struct{ d *Dialer }
+
+func (t redirectTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
+	for i := 1; ; i++ {
+		retry, err := fasthttp.DefaultTransport.RoundTrip(hc, req, resp)
+		if err == nil || i > maxRedirects || req.IsBodyStream() || !errors.Is(err, ErrUnsent) {
+			return retry, err
+		}
+		t.d.redirected.Add(1)
+		if i == burstRedirects {
+			hc.CloseIdleConnections()
+		}
+	}
 }
 
 // LBClient returns a fasthttp.LBClient over one HostClient per address.
@@ -95,12 +128,13 @@ type IdleCloser interface{ CloseIdleConnections() }
 func (d *Dialer) RetryIfErr(client IdleCloser) fasthttp.RetryIfErrFunc {
 	return func(req *fasthttp.Request, attempts int, err error) (resetTimeout, retry bool) {
 		dead := errors.Is(err, io.EOF) || errors.Is(err, fasthttp.ErrConnectionClosed) || tcpconn.IsPeerClosed(err)
+		var oe *net.OpError
+		failedWrite := dead && errors.As(err, &oe) && oe.Op == "write"
 		switch {
-		case idempotent(req):
+		case errors.Is(err, ErrUnsent), idempotent(req):
 			retry = true
 		default:
-			var oe *net.OpError
-			retry = dead && errors.As(err, &oe) && oe.Op == "write"
+			retry = failedWrite
 		}
 		if dead {
 			if client != nil {
@@ -108,6 +142,9 @@ func (d *Dialer) RetryIfErr(client IdleCloser) fasthttp.RetryIfErrFunc {
 			}
 			if retry {
 				d.deadRetries.Add(1)
+				if failedWrite && !errors.Is(err, ErrUnsent) {
+					d.writeRetries.Add(1)
+				}
 			}
 		}
 		return false, retry

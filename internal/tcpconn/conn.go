@@ -13,6 +13,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -21,6 +22,13 @@ import (
 // ErrPeerClosed matches (with errors.Is) the error of a Read or Write on a
 // connection whose peer has gone away: EPIPE or ECONNRESET.
 var ErrPeerClosed = errors.New("connopt: peer closed the connection")
+
+// ErrUnsent matches (with errors.Is, besides ErrPeerClosed) the error of a
+// Write refused because the peer had closed the connection (its FIN or RST
+// was seen by a watcher, see MarkGone) before this side wrote anything
+// since it last read: nothing of what the caller was sending left, so it
+// may be sent again on another connection, whatever it was.
+var ErrUnsent = errors.New("connopt: nothing was sent: the peer had closed the connection")
 
 // Counters are shared by all connections of one listener or dialer.
 type Counters struct {
@@ -55,6 +63,15 @@ type state struct {
 	// TIME_WAIT.
 	peerGone atomic.Bool
 
+	// watched: a watcher may MarkGone this connection. Only then are gone
+	// and wrote kept (two atomic operations per Write, one per Read).
+	watched bool
+	// gone: the watcher saw the peer's FIN or RST. Writes fail at once.
+	gone atomic.Bool
+	// wrote: a byte was written since the last Read that returned data,
+	// so a refused Write may not be the first of a message.
+	wrote atomic.Bool
+
 	readDeadline, writeDeadline lazyDeadline
 }
 
@@ -75,6 +92,9 @@ func (s *state) fix(op string, err error) error {
 func (s *state) Read(b []byte) (int, error) {
 	for {
 		n, err := s.s.Read(b)
+		if n > 0 && s.watched && s.wrote.Load() {
+			s.wrote.Store(false)
+		}
 		if err == nil {
 			return n, nil
 		}
@@ -93,6 +113,14 @@ func (s *state) Read(b []byte) (int, error) {
 // Write writes all of b unless an error stops it. If the peer has gone away
 // the error matches ErrPeerClosed.
 func (s *state) Write(b []byte) (int, error) {
+	if s.watched {
+		if s.gone.Load() {
+			return 0, s.refuse("write")
+		}
+		if len(b) > 0 && !s.wrote.Load() {
+			s.wrote.Store(true)
+		}
+	}
 	written := 0
 	for {
 		n, err := s.s.Write(b[written:])
@@ -112,6 +140,12 @@ func (s *state) Write(b []byte) (int, error) {
 // and splice paths. It runs once with the wanted write deadline on the
 // descriptor; see lazyDeadline.
 func (s *state) ReadFrom(r io.Reader) (int64, error) {
+	if s.watched {
+		if s.gone.Load() {
+			return 0, s.refuse("readfrom")
+		}
+		s.wrote.Store(true)
+	}
 	return s.bulk(&s.writeDeadline, s.s.SetWriteDeadline, "readfrom", "read", &s.counters.PeerClosedWrite,
 		func() (int64, error) { return s.s.ReadFrom(r) })
 }
@@ -184,6 +218,41 @@ func (s *state) SetWriteDeadline(t time.Time) error {
 	return s.fix(opDeadline, s.writeDeadline.set(t, s.s.SetWriteDeadline))
 }
 
+// MarkGone records that the peer closed the connection (a watcher saw its
+// FIN or RST): from now on writes fail at once, sending nothing, with an
+// error matching ErrPeerClosed, and ErrUnsent too when nothing had been
+// written since the last read. Reads go on: data that arrived before the
+// FIN is still read. It reports whether the connection was idle (nothing
+// written since the last read) and whether this call made the mark.
+func (s *state) MarkGone() (idle, first bool) {
+	first = s.gone.CompareAndSwap(false, true)
+	s.peerGone.Store(true)
+	return !s.wrote.Load(), first
+}
+
+// Gone reports whether MarkGone was called.
+func (s *state) Gone() bool { return s.gone.Load() }
+
+// refuse is the error of a write on a connection marked gone: EPIPE, as a
+// write would have met, shaped and counted as any peer-closed write.
+func (s *state) refuse(op string) error {
+	var err error = os.NewSyscallError("write", syscall.EPIPE)
+	if s.shape != nil {
+		err = s.shape(op, syscall.EPIPE)
+	}
+	err = s.peerClosed(err, &s.counters.PeerClosedWrite)
+	if !s.wrote.Load() {
+		if oe, ok := err.(*net.OpError); ok {
+			if pe, ok := oe.Err.(*peerClosedError); ok {
+				pe.unsent = true
+			}
+		} else if pe, ok := err.(*peerClosedError); ok {
+			pe.unsent = true
+		}
+	}
+	return err
+}
+
 // afterClose runs the first time the connection is closed.
 func (s *state) afterClose() {
 	if s.closed.CompareAndSwap(false, true) {
@@ -218,12 +287,18 @@ func IsPeerClosed(err error) bool {
 }
 
 // peerClosedError keeps the original error's text and chain (so
-// errors.Is(err, syscall.EPIPE) still holds) and adds ErrPeerClosed to it.
-type peerClosedError struct{ err error }
+// errors.Is(err, syscall.EPIPE) still holds) and adds ErrPeerClosed to it,
+// and ErrUnsent when the write was refused before anything was sent.
+type peerClosedError struct {
+	err    error
+	unsent bool
+}
 
-func (e *peerClosedError) Error() string        { return e.err.Error() }
-func (e *peerClosedError) Unwrap() error        { return e.err }
-func (e *peerClosedError) Is(target error) bool { return target == ErrPeerClosed }
+func (e *peerClosedError) Error() string { return e.err.Error() }
+func (e *peerClosedError) Unwrap() error { return e.err }
+func (e *peerClosedError) Is(target error) bool {
+	return target == ErrPeerClosed || e.unsent && target == ErrUnsent
+}
 
 // Timeout and Temporary give the answers *net.OpError gives for the
 // wrapped error, so net.Error callers see no difference.

@@ -36,13 +36,16 @@ var (
 )
 
 // NewFile wraps f, a connected TCP socket, as a net.Conn. laddr may be nil:
-// LocalAddr then asks the kernel on first use.
-func NewFile(f *os.File, network string, raddr, laddr *net.TCPAddr, counters *Counters, onClose func(peerClosed bool)) *FileConn {
+// LocalAddr then asks the kernel on first use. With watched, the caller
+// will tell the connection when its peer closes (MarkGone), and writes from
+// then on fail at once.
+func NewFile(f *os.File, network string, raddr, laddr *net.TCPAddr, counters *Counters, onClose func(peerClosed bool), watched bool) *FileConn {
 	c := &FileConn{f: f, network: network, raddr: raddr}
 	if laddr != nil {
 		c.laddr.Store(laddr)
 	}
 	c.init(f, c.opError, counters, onClose)
+	c.watched = watched
 	return c
 }
 

@@ -62,7 +62,7 @@ func dialFile(t *testing.T, addr netip.AddrPort) net.Conn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return NewFile(f, "tcp4", net.TCPAddrFromAddrPort(addr), nil, &Counters{}, nil)
+	return NewFile(f, "tcp4", net.TCPAddrFromAddrPort(addr), nil, &Counters{}, nil, true)
 }
 
 // stockPair returns the connection under test and the stock peer it is

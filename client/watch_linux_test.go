@@ -1,0 +1,392 @@
+package client
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"golang.org/x/sys/unix"
+
+	"github.com/connopt/connopt/internal/leakcheck"
+	"github.com/connopt/connopt/internal/testns"
+)
+
+// waitFor polls cond for up to 5 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// A write on a connection marked gone sends nothing and fails with an
+// error that matches ErrPeerClosed, ErrUnsent and EPIPE, shaped as net's;
+// once something was written since the last read, it no longer says
+// ErrUnsent. The upstream receives not a byte.
+func TestUnsentWrite(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	received := make(chan int64, 2)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { n, _ := io.Copy(io.Discard, c); received <- n; c.Close() }()
+		}
+	}()
+	d := newDialer(t, Config{})
+	for _, wroteFirst := range []bool{false, true} {
+		c, err := d.Dial(ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		fc := c.(*Conn)
+		if wroteFirst {
+			if _, err := c.Write([]byte("half a request")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		fc.MarkGone()
+		n, err := c.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
+		var oe *net.OpError
+		if n != 0 || !errors.Is(err, ErrPeerClosed) || !errors.Is(err, syscall.EPIPE) || !errors.As(err, &oe) || oe.Op != "write" {
+			t.Fatalf("write on a gone connection: %d, %v", n, err)
+		}
+		if errors.Is(err, ErrUnsent) == wroteFirst {
+			t.Fatalf("wrote before: %v; error %v says unsent %v", wroteFirst, err, errors.Is(err, ErrUnsent))
+		}
+		// Either way the write failed, so even a PATCH is retried; only a
+		// write after something was sent counts as a write retry.
+		var req fasthttp.Request
+		req.Header.SetMethod("PATCH")
+		before := d.Stats().WriteRetries
+		if _, retry := d.RetryIfErr(nil)(&req, 1, err); !retry {
+			t.Fatalf("PATCH after %v: not retried", err)
+		}
+		if got := d.Stats().WriteRetries - before; (got == 1) != wroteFirst {
+			t.Fatalf("wrote before: %v; write retries counted %d", wroteFirst, got)
+		}
+		c.Close()
+		want := int64(0)
+		if wroteFirst {
+			want = int64(len("half a request"))
+		}
+		if got := <-received; got != want {
+			t.Fatalf("upstream received %d bytes, want %d", got, want)
+		}
+	}
+}
+
+// countingUpstream is a minimal HTTP/1.1 server that answers each request
+// with "ok", counts requests by method, and after answering the first
+// request of a connection closes that connection as close says: "fin"
+// (shutdown for writing, then it keeps reading and counts any byte that
+// still arrives: a half-closing peer), "rst" (SO_LINGER 0, close), or
+// "none".
+type countingUpstream struct {
+	ln          net.Listener
+	close       string
+	requests    sync.Map // method -> *atomic.Int64
+	lateBytes   atomic.Int64
+	closedConns atomic.Int64
+}
+
+func newCountingUpstream(t *testing.T, ln net.Listener, close string) *countingUpstream {
+	u := &countingUpstream{ln: ln, close: close}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); u.serve(c) }()
+		}
+	}()
+	return u
+}
+
+func (u *countingUpstream) count(method string) int64 {
+	v, _ := u.requests.LoadOrStore(method, new(atomic.Int64))
+	return v.(*atomic.Int64).Load()
+}
+
+func (u *countingUpstream) serve(c net.Conn) {
+	defer c.Close()
+	br := bufio.NewReader(c)
+	var req fasthttp.Request
+	if err := req.Read(br); err != nil {
+		return
+	}
+	v, _ := u.requests.LoadOrStore(string(req.Header.Method()), new(atomic.Int64))
+	v.(*atomic.Int64).Add(1)
+	c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+	time.Sleep(20 * time.Millisecond) // the client has put the connection back in its pool
+	u.closedConns.Add(1)
+	switch u.close {
+	case "fin":
+		c.(*net.TCPConn).CloseWrite()
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, _ := io.Copy(io.Discard, br)
+		u.lateBytes.Add(n)
+	case "rst":
+		c.(*net.TCPConn).SetLinger(0)
+	}
+}
+
+// A pooled connection whose upstream closes it while idle (FIN, a
+// half-close, or RST) is never written to: the request, GET or POST, goes
+// to a new connection, is processed once, and no attempt is spent.
+func TestIdleCloseNeverWritten(t *testing.T) {
+	for _, how := range []string{"fin", "rst"} {
+		t.Run(how, func(t *testing.T) {
+			ln, err := net.Listen("tcp4", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			u := newCountingUpstream(t, ln, how)
+			d := newDialer(t, Config{})
+			hc := d.HostClient(ln.Addr().String())
+			hc.MaxIdemponentCallAttempts = 1 // no retry: a wasted attempt fails the request
+			defer hc.CloseIdleConnections()
+			fds := leakcheck.FDs(t)
+			for i, method := range []string{"GET", "POST", "GET", "POST"} {
+				req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+				req.SetRequestURI("http://upstream/")
+				req.Header.SetMethod(method)
+				err := hc.DoTimeout(req, resp, 5*time.Second)
+				if err != nil || resp.StatusCode() != 200 {
+					t.Fatalf("request %d (%s): %d %v", i, method, resp.StatusCode(), err)
+				}
+				fasthttp.ReleaseRequest(req)
+				fasthttp.ReleaseResponse(resp)
+				// Its connection is now idle in the pool; the upstream
+				// closes it and the watcher sees it.
+				waitFor(t, "the upstream's close to be seen", func() bool { return d.Stats().GoneIdle == uint64(i+1) })
+			}
+			if g, p := u.count("GET"), u.count("POST"); g != 2 || p != 2 {
+				t.Fatalf("upstream processed %d GETs and %d POSTs, want 2 and 2", g, p)
+			}
+			s := d.Stats()
+			if s.Redirected != 3 || s.DeadRetries != 0 || s.WriteRetries != 0 {
+				t.Fatalf("stats %+v: want 3 requests redirected before writing, none retried", s)
+			}
+			hc.CloseIdleConnections()
+			waitFor(t, "the upstream to finish", func() bool { return u.closedConns.Load() == 4 })
+			if how == "fin" {
+				time.Sleep(50 * time.Millisecond)
+				if n := u.lateBytes.Load(); n != 0 {
+					t.Fatalf("the half-closed upstream received %d bytes after its FIN", n)
+				}
+			}
+			leakcheck.Settle(t, fds, -1)
+		})
+	}
+}
+
+// 1,000 idle connections die at once (the upstream restarts on the same
+// address): no request afterwards spends an attempt on them, none fails,
+// and every descriptor comes back.
+func TestManyDieAtOnce(t *testing.T) {
+	const n = 1000
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	release := make(chan struct{})
+	var arrived atomic.Int64
+	s1 := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		if arrived.Add(1) <= n {
+			<-release // hold until n connections are open
+		}
+		ctx.WriteString("one")
+	}, Concurrency: 2 * n}
+	done1 := make(chan error, 1)
+	go func() { done1 <- s1.Serve(ln) }()
+
+	d := newDialer(t, Config{PoolSize: 256})
+	hc := d.HostClient(addr)
+	hc.MaxConns = n
+	hc.MaxIdemponentCallAttempts = 1
+	defer hc.CloseIdleConnections()
+	fds := leakcheck.FDs(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, _, err := hc.GetTimeout(nil, "http://"+addr+"/", 20*time.Second); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	waitFor(t, "n requests in flight", func() bool { return arrived.Load() == n })
+	close(release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("filling the pool: %v", err)
+	}
+	if got := d.Stats().Active; got != n {
+		t.Fatalf("%d connections open, want %d", got, n)
+	}
+
+	// The restart: every idle connection is closed by the old server.
+	s1.Shutdown()
+	<-done1
+	waitFor(t, "every close to be seen", func() bool { return d.Stats().GoneIdle == n })
+	ln2, err := net.Listen("tcp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	upstream(t, ln2, func(ctx *fasthttp.RequestCtx) { ctx.WriteString("two") }, 0)
+	dialsBefore := d.Stats().Dials
+	for i := range 200 {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		req.SetRequestURI("http://" + addr + "/")
+		if i%2 == 1 {
+			req.Header.SetMethod("POST")
+		}
+		if err := hc.DoTimeout(req, resp, 5*time.Second); err != nil || string(resp.Body()) != "two" {
+			t.Fatalf("request %d after the restart: %q %v", i, resp.Body(), err)
+		}
+		fasthttp.ReleaseRequest(req)
+		fasthttp.ReleaseResponse(resp)
+	}
+	st := d.Stats()
+	if st.DeadRetries != 0 || st.Redirected > burstRedirects {
+		t.Fatalf("after the restart: %+v; want no retry and at most %d redirects (then the dead pool is dropped)", st, burstRedirects)
+	}
+	t.Logf("1,000 dead idle connections: %d redirects, %d new dials for 200 requests", st.Redirected, st.Dials-dialsBefore)
+	hc.CloseIdleConnections()
+	leakcheck.Settle(t, fds, -1)
+	if d.watch.len() != 0 {
+		t.Fatalf("%d connections still registered", d.watch.len())
+	}
+}
+
+// Close racing the FIN, and descriptors reused after Close: an event for a
+// closed connection never marks the one that got its descriptor number.
+func TestWatchTokens(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close() // the FIN races the client's Close
+		}
+	}()
+	d := newDialer(t, Config{PoolSize: 64})
+	fds := leakcheck.FDs(t)
+	for range 500 {
+		c, err := d.Dial(ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	leakcheck.Settle(t, fds, -1)
+	waitFor(t, "the registry to empty", func() bool { return d.watch.len() == 0 })
+
+	// Reuse: A's descriptor number goes to B; an event carrying A's token
+	// (delivered late) must not touch B.
+	a, err := d.Dial(ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fdA, tokA := fdOf(t, a), d.watch.last()
+	a.Close()
+	var b net.Conn
+	for range 64 { // the pool's next socket may hold another number for a while
+		if b, err = d.Dial(ln.Addr().String()); err != nil {
+			t.Fatal(err)
+		}
+		if fdOf(t, b) == fdA {
+			break
+		}
+		b.Close()
+		b = nil
+	}
+	if b == nil {
+		t.Skip("descriptor number not reused")
+	}
+	defer b.Close()
+	tokB := d.watch.last()
+	d.watch.handle([]unix.EpollEvent{tokenEvent(tokA)})
+	if b.(*Conn).Gone() {
+		t.Fatal("a stale event for a closed connection marked the one that reused its descriptor")
+	}
+	d.watch.handle([]unix.EpollEvent{tokenEvent(tokB)})
+	if !b.(*Conn).Gone() {
+		t.Fatal("an event for B did not mark B")
+	}
+}
+
+func tokenEvent(token uint64) unix.EpollEvent {
+	return unix.EpollEvent{Events: unix.EPOLLRDHUP, Fd: int32(uint32(token)), Pad: int32(uint32(token >> 32))}
+}
+
+func fdOf(t *testing.T, c net.Conn) int {
+	rc, err := c.(syscall.Conn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fd int
+	rc.Control(func(f uintptr) { fd = int(f) })
+	return fd
+}
+
+// The epoll instance belongs to no namespace: a connection dialed into
+// another namespace is watched as well.
+func TestWatchInNamespace(t *testing.T) {
+	ns := testns.New(t, nil)
+	var ln net.Listener
+	ns.Do(t, func() {
+		var err error
+		if ln, err = net.Listen("tcp4", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	u := newCountingUpstream(t, ln, "rst")
+	d := newDialer(t, Config{Namespace: ns.Name})
+	hc := d.HostClient(ln.Addr().String())
+	hc.MaxIdemponentCallAttempts = 1
+	defer hc.CloseIdleConnections()
+	for i := range 3 {
+		if _, _, err := hc.GetTimeout(nil, "http://upstream/", 5*time.Second); err != nil {
+			t.Fatalf("request %d into the namespace: %v", i, err)
+		}
+		waitFor(t, "the close in the namespace to be seen", func() bool { return d.Stats().GoneIdle == uint64(i+1) })
+	}
+	if s := d.Stats(); s.Redirected != 2 || s.DeadRetries != 0 || u.count("GET") != 3 {
+		t.Fatalf("stats %+v, %d GETs", s, u.count("GET"))
+	}
+}
