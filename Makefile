@@ -1,7 +1,7 @@
 # connopt: the two commands that matter are `make run` and `make test`.
 GO ?= go
 
-.PHONY: run proxy connscale test soak vet bench bench-quick bench-go bench-http bench-listener bench-ports bench-sockpool bench-client bench-batching bench-deps
+.PHONY: run proxy connscale test soak vet bench bench-quick bench-go bench-http bench-listener bench-ports bench-sockpool bench-client bench-idle bench-batching bench-deps
 
 ## run: the hello-world fasthttp server on connopt's listener, with /metrics, on 127.0.0.1:8080
 run:
@@ -41,7 +41,7 @@ vet:
 	cd benchmarks/gnet && $(GO) vet ./...
 
 ## bench: every benchmark, about 11 minutes on 2 cores: the hello-world comparison, the harnesses, go test -bench
-bench: bench-http bench-ports bench-sockpool bench-client bench-batching bench-go
+bench: bench-http bench-ports bench-sockpool bench-client bench-idle bench-batching bench-go
 
 ## bench-quick: a half-minute subset: stock fasthttp vs connopt, keep-alive and churn, one round
 bench-quick: bench-deps
@@ -78,11 +78,16 @@ bench-client: bench-deps
 	cd benchmarks && $(GO) build -o ../bin/clientbench ./clientbench
 	./bin/clientbench -out benchmarks/results/client.md
 
+## bench-idle: requests on connections the upstream closed while idle: stock HostClient vs connopt without and with the peer watch, fasthttp and nginx upstreams
+bench-idle: bench-deps
+	cd benchmarks && $(GO) build -o ../bin/idlebench ./idlebench
+	./bin/idlebench -out benchmarks/results/idle.md
+
 ## bench-batching: datagrams per second and syscalls per datagram, one write per datagram vs sendmmsg
 bench-batching:
 	$(GO) test -run '^$$' -bench Send -benchtime 200000x ./batching
 
 ## bench-deps: wrk and perf from Debian's packages, if missing
 bench-deps:
-	@command -v wrk >/dev/null && command -v perf >/dev/null && command -v taskset >/dev/null && command -v ip >/dev/null || \
-		{ apt-get update && apt-get install -y wrk linux-perf util-linux iproute2; }
+	@command -v wrk >/dev/null && command -v perf >/dev/null && command -v taskset >/dev/null && command -v ip >/dev/null && command -v nginx >/dev/null || \
+		{ apt-get update && apt-get install -y wrk linux-perf util-linux iproute2 nginx-light; }

@@ -38,6 +38,7 @@ import (
 	"github.com/connopt/connopt/benchmarks/internal/measure"
 	"github.com/connopt/connopt/client"
 	"github.com/connopt/connopt/internal/nsexec"
+	"github.com/connopt/connopt/internal/procstat"
 	"github.com/connopt/connopt/ports"
 )
 
@@ -86,8 +87,8 @@ func main() {
 
 // --- 1 and 2: syscalls, counted on a worker process ---
 
-var dialMethods = []string{"net.Dialer", "fasthttp.Dial", "client.Dialer"}
-var requestMethods = []string{"fasthttp HostClient", "client HostClient"}
+var dialMethods = []string{"net.Dialer", "fasthttp.Dial", "client.Dialer (no watch)", "client.Dialer"}
+var requestMethods = []string{"fasthttp HostClient", "client HostClient (no watch)", "client HostClient"}
 
 func runWorker(method, addr string, n int) {
 	var dial func() (net.Conn, error)
@@ -98,18 +99,18 @@ func runWorker(method, addr string, n int) {
 		dial = func() (net.Conn, error) { return d.Dial("tcp4", addr) }
 	case "fasthttp.Dial":
 		dial = func() (net.Conn, error) { return fasthttp.Dial(addr) }
-	case "client.Dialer":
+	case "client.Dialer", "client.Dialer (no watch)":
 		// A pool larger than the run, so no refill happens while perf
 		// counts: what is counted is the dial path alone.
-		d, err := client.NewDialer(client.Config{PoolSize: 2*n + 64})
+		d, err := client.NewDialer(client.Config{PoolSize: 2*n + 64, DisablePeerWatch: method != "client.Dialer"})
 		if err != nil {
 			log.Fatal(err)
 		}
 		dial = func() (net.Conn, error) { return d.Dial(addr) }
-	case "fasthttp HostClient", "client HostClient":
+	case "fasthttp HostClient", "client HostClient", "client HostClient (no watch)":
 		hc := &fasthttp.HostClient{Addr: addr, MaxConns: 1}
-		if method == "client HostClient" {
-			d, err := client.NewDialer(client.Config{})
+		if method != "fasthttp HostClient" {
+			d, err := client.NewDialer(client.Config{DisablePeerWatch: method != "client HostClient"})
 			if err != nil {
 				log.Fatal(err)
 			}
@@ -141,7 +142,11 @@ func runWorker(method, addr string, n int) {
 	fmt.Println("ready")
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
-		for range n {
+		k := n
+		if f := strings.Fields(in.Text()); len(f) == 2 {
+			k, _ = strconv.Atoi(f[1])
+		}
+		for range k {
 			if err := once(); err != nil {
 				log.Fatal(err)
 			}
@@ -149,6 +154,10 @@ func runWorker(method, addr string, n int) {
 		fmt.Println("done")
 	}
 }
+
+// cpuRuns is how many times n the uncounted run that measures CPU makes,
+// so that the 10 ms clock ticks of /proc/PID/stat resolve it.
+const cpuRuns = 5
 
 func countWorker(self, method, addr string, n int) (map[string]float64, error) {
 	cmd := exec.Command(self, "-worker", method, "-addr", addr, "-n", strconv.Itoa(n))
@@ -163,14 +172,36 @@ func countWorker(self, method, addr string, n int) (map[string]float64, error) {
 	if !sc.Scan() || sc.Text() != "ready" {
 		return nil, fmt.Errorf("%s worker did not start", method)
 	}
-	return measure.Syscalls(cmd.Process.Pid, kinds, func() (float64, error) {
-		fmt.Fprintln(stdin, "go")
+	run := func(k int) error {
+		fmt.Fprintln(stdin, "go", k)
 		if !sc.Scan() || sc.Text() != "done" {
-			return 0, fmt.Errorf("%s worker failed", method)
+			return fmt.Errorf("%s worker failed", method)
 		}
-		return float64(n), nil
-	})
+		return nil
+	}
+	counts, err := measure.Syscalls(cmd.Process.Pid, kinds, func() (float64, error) { return float64(n), run(n) })
+	if err != nil {
+		return nil, err
+	}
+	// CPU from a second run that perf does not watch: utime+stime of the
+	// worker, per unit.
+	t0, err := procstat.CPUTicks(cmd.Process.Pid)
+	if err != nil {
+		return nil, err
+	}
+	if err := run(cpuRuns * n); err != nil {
+		return nil, err
+	}
+	t1, err := procstat.CPUTicks(cmd.Process.Pid)
+	if err != nil {
+		return nil, err
+	}
+	counts["cpu"] = (t1 - t0) / ticksPerSecond * 1e6 / float64(cpuRuns*n)
+	return counts, nil
 }
+
+// ticksPerSecond is USER_HZ, the unit of /proc/PID/stat's times.
+const ticksPerSecond = 100
 
 func syscallPhase(n, rounds int) string {
 	self, _ := os.Executable()
@@ -195,7 +226,7 @@ func syscallPhase(n, rounds int) string {
 				log.Fatal(err)
 			}
 			res[m] = append(res[m], c)
-			fmt.Fprintf(os.Stderr, "round %d %-22s %.2f syscalls/connection\n", r+1, m, c["total"])
+			fmt.Fprintf(os.Stderr, "round %d %-28s %.2f syscalls/connection, %.2f µs CPU\n", r+1, m, c["total"], c["cpu"])
 		}
 		for _, m := range requestMethods {
 			c, err := countWorker(self, m, hln.Addr().String(), n*10)
@@ -203,15 +234,15 @@ func syscallPhase(n, rounds int) string {
 				log.Fatal(err)
 			}
 			res[m] = append(res[m], c)
-			fmt.Fprintf(os.Stderr, "round %d %-22s %.2f syscalls/request\n", r+1, m, c["total"])
+			fmt.Fprintf(os.Stderr, "round %d %-28s %.2f syscalls/request, %.2f µs CPU\n", r+1, m, c["total"], c["cpu"])
 		}
 	}
 	var b strings.Builder
 	table := func(title string, methods []string) {
-		fmt.Fprintf(&b, "**%s**\n\n| method | total | %s | other |\n|---|---:|%s\n", title, strings.Join(kinds, " | "), strings.Repeat("---:|", len(kinds)+1))
+		fmt.Fprintf(&b, "**%s**\n\n| method | CPU µs | total | %s | other |\n|---|---:|---:|%s\n", title, strings.Join(kinds, " | "), strings.Repeat("---:|", len(kinds)+1))
 		for _, m := range methods {
 			med := map[string]float64{}
-			for _, k := range append([]string{"total"}, kinds...) {
+			for _, k := range append([]string{"cpu", "total"}, kinds...) {
 				var xs []float64
 				for _, r := range res[m] {
 					xs = append(xs, r[k])
@@ -219,7 +250,7 @@ func syscallPhase(n, rounds int) string {
 				slices.Sort(xs)
 				med[k] = xs[len(xs)/2]
 			}
-			fmt.Fprintf(&b, "| %s | %.2f |", m, med["total"])
+			fmt.Fprintf(&b, "| %s | %.2f | %.2f |", m, med["cpu"], med["total"])
 			other := med["total"]
 			for _, k := range kinds {
 				fmt.Fprintf(&b, " %.2f |", med[k])
@@ -229,8 +260,8 @@ func syscallPhase(n, rounds int) string {
 		}
 		b.WriteString("\n")
 	}
-	table(fmt.Sprintf("Syscalls per new connection, dial and close (%d connections per run, worker process counted by perf)", n), dialMethods)
-	table(fmt.Sprintf("Syscalls per request on one pooled keep-alive connection (%d requests per run)", n*10), requestMethods)
+	table(fmt.Sprintf("Syscalls and CPU per new connection, dial and close (%d connections per run; a worker process: syscalls counted by perf, CPU from /proc in a second, uncounted run of %d)", n, cpuRuns*n), dialMethods)
+	table(fmt.Sprintf("Syscalls and CPU per request on one pooled keep-alive connection (%d requests per run; CPU from a run of %d)", n*10, cpuRuns*n*10), requestMethods)
 	return b.String()
 }
 
