@@ -40,7 +40,7 @@ vet:
 	cd benchmarks && $(GO) vet ./...
 	cd benchmarks/gnet && $(GO) vet ./...
 
-## bench: every benchmark, about 11 minutes on 2 cores: the hello-world comparison, the harnesses, go test -bench
+## bench: every benchmark, about 18 minutes on 2 cores: the hello-world comparison, the harnesses, go test -bench
 bench: bench-http bench-ports bench-sockpool bench-client bench-idle bench-batching bench-go
 
 ## bench-quick: a half-minute subset: stock fasthttp vs connopt, keep-alive and churn, one round

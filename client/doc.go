@@ -18,11 +18,13 @@
 // families racing as in net.Dialer's Happy Eyeballs; an address that failed
 // is tried last for a while.
 //
-// Pooled keep-alive connections are never probed before reuse: a dead one
-// shows up as a failed write or read, the client's other idle connections
-// are closed (after an idle gap they are likely dead too), and the fasthttp
-// clients built here retry the request on a fresh connection when that is
-// safe (idempotent requests; others only when the write itself failed).
+// Pooled keep-alive connections are never probed before reuse. The dialer
+// learns that an upstream closed one from the kernel's FIN or RST (one
+// epoll instance per dialer, watched by the runtime poller): a Write on such
+// a connection sends nothing and fails with ErrUnsent, and the fasthttp
+// clients built here send the request on another connection, whatever its
+// method. When the FIN comes after the request left, they retry when that
+// is safe (idempotent requests; others only when the write itself failed).
 //
 // Linux only at run time: elsewhere NewDialer fails with ErrUnsupported.
 package client

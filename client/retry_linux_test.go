@@ -64,20 +64,23 @@ func TestIdleGapRetries(t *testing.T) {
 	stock.CloseIdleConnections()
 	t.Logf("stock fasthttp.HostClient: %d of %d GETs failed (%v)", stockFailed, workers*rounds/5, stockErr)
 
-	d := newDialer(t, Config{})
-	hc := d.HostClient(ln.Addr().String())
-	defer hc.CloseIdleConnections()
-	before := served.Load()
-	failed, first := burstyGets(hc, workers, rounds)
-	if failed != 0 {
-		t.Fatalf("%d of %d GETs failed; first: %v", failed, workers*rounds, first)
+	for _, watch := range []bool{true, false} {
+		d := newDialer(t, Config{DisablePeerWatch: !watch})
+		hc := d.HostClient(ln.Addr().String())
+		before := served.Load()
+		failed, first := burstyGets(hc, workers, rounds)
+		hc.CloseIdleConnections()
+		if failed != 0 {
+			t.Fatalf("watch %v: %d of %d GETs failed; first: %v", watch, failed, workers*rounds, first)
+		}
+		if got := served.Load() - before; got != workers*rounds {
+			t.Fatalf("watch %v: upstream served %d GETs, want %d", watch, got, workers*rounds)
+		}
+		st := d.Stats()
+		if st.DeadRetries+st.Redirected == 0 {
+			t.Fatalf("watch %v: no dead pooled connection met: the scenario did not happen (%+v)", watch, st)
+		}
+		t.Logf("connopt, watch %v: 0 of %d GETs failed, %d redirected before writing, %d retried after a dead pooled connection, %d dials",
+			watch, workers*rounds, st.Redirected, st.DeadRetries, st.Dials)
 	}
-	if got := served.Load() - before; got != workers*rounds {
-		t.Fatalf("upstream served %d GETs, want %d", got, workers*rounds)
-	}
-	st := d.Stats()
-	if st.DeadRetries == 0 {
-		t.Fatalf("no dead pooled connection met: the scenario did not happen (%+v)", st)
-	}
-	t.Logf("connopt: 0 of %d GETs failed, %d retried after a dead pooled connection, %d dials", workers*rounds, st.DeadRetries, st.Dials)
 }

@@ -25,6 +25,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"flag"
 	"fmt"
 	"log"
@@ -53,6 +54,7 @@ type tally struct {
 	failedGets, failedPosts  int
 	postsTwice               int // processed more than once by the upstream
 	failedButProcessed       int // the client saw an error, the upstream processed it
+	failedPostsSent          int // failed POSTs whose write had gone through (failed at read)
 	redirected, writeRetries uint64
 	goneIdle, deadRetries    uint64
 	elapsed                  time.Duration
@@ -65,6 +67,7 @@ func (t *tally) add(o tally) {
 	t.failedPosts += o.failedPosts
 	t.postsTwice += o.postsTwice
 	t.failedButProcessed += o.failedButProcessed
+	t.failedPostsSent += o.failedPostsSent
 	t.redirected += o.redirected
 	t.writeRetries += o.writeRetries
 	t.goneIdle += o.goneIdle
@@ -152,6 +155,10 @@ func load(hc *fasthttp.HostClient, d *client.Dialer, prefix string, total, postE
 		if o.err != nil {
 			if o.post {
 				t.failedPosts++
+				var oe *net.OpError
+				if !(errors.As(o.err, &oe) && oe.Op == "write") {
+					t.failedPostsSent++
+				}
 			} else {
 				t.failedGets++
 			}
@@ -312,8 +319,8 @@ func nginxPhase(rounds, total int) map[string]*tally {
 func render(title string, res map[string]*tally) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "**%s**\n\n", title)
-	b.WriteString("| client | GETs | failed GETs | POSTs | failed POSTs | of which processed | POSTs processed twice | redirected before writing | retried after a failed write | closed while idle (seen) |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| client | GETs | failed GETs | POSTs | failed POSTs | of which sent (failed at read) | failed, yet processed | POSTs processed twice | redirected before writing | retried after a failed write | closed while idle (seen) |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, c := range clients {
 		t := res[c]
 		watch := func(v uint64) string {
@@ -322,8 +329,8 @@ func render(title string, res map[string]*tally) string {
 			}
 			return strconv.FormatUint(v, 10)
 		}
-		fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %d | %d | %s | %s | %s |\n", c, t.gets, t.failedGets, t.posts, t.failedPosts,
-			t.failedButProcessed, t.postsTwice, watch(t.redirected), watch(t.writeRetries), watch(t.goneIdle))
+		fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %d | %d | %d | %s | %s | %s |\n", c, t.gets, t.failedGets, t.posts, t.failedPosts,
+			t.failedPostsSent, t.failedButProcessed, t.postsTwice, watch(t.redirected), watch(t.writeRetries), watch(t.goneIdle))
 	}
 	b.WriteString("\n")
 	return b.String()
