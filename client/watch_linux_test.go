@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/connopt/connopt/internal/leakcheck"
+	"github.com/connopt/connopt/internal/testkit"
 	"github.com/connopt/connopt/internal/testns"
 )
 
@@ -317,8 +318,15 @@ func TestWatchTokens(t *testing.T) {
 	waitFor(t, "the registry to empty", func() bool { return d.watch.len() == 0 })
 
 	// Reuse: A's descriptor number goes to B; an event carrying A's token
-	// (delivered late) must not touch B.
-	a, err := d.Dial(ln.Addr().String())
+	// (delivered late) must not touch B. This upstream holds its
+	// connections open, so no real FIN marks B.
+	held, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := testkit.NewSink(held)
+	defer sink.Close()
+	a, err := d.Dial(held.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,7 +334,7 @@ func TestWatchTokens(t *testing.T) {
 	a.Close()
 	var b net.Conn
 	for range 64 { // the pool's next socket may hold another number for a while
-		if b, err = d.Dial(ln.Addr().String()); err != nil {
+		if b, err = d.Dial(held.Addr().String()); err != nil {
 			t.Fatal(err)
 		}
 		if fdOf(t, b) == fdA {
