@@ -160,49 +160,74 @@ func (u *countingUpstream) serve(c net.Conn) {
 // to a new connection, is processed once, and no attempt is spent.
 func TestIdleCloseNeverWritten(t *testing.T) {
 	for _, how := range []string{"fin", "rst"} {
-		t.Run(how, func(t *testing.T) {
-			ln, err := net.Listen("tcp4", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			u := newCountingUpstream(t, ln, how)
-			d := newDialer(t, Config{})
-			hc := d.HostClient(ln.Addr().String())
-			hc.MaxIdemponentCallAttempts = 1 // no retry: a wasted attempt fails the request
-			defer hc.CloseIdleConnections()
-			fds := leakcheck.FDs(t)
-			for i, method := range []string{"GET", "POST", "GET", "POST"} {
-				req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-				req.SetRequestURI("http://upstream/")
-				req.Header.SetMethod(method)
-				err := hc.DoTimeout(req, resp, 5*time.Second)
-				if err != nil || resp.StatusCode() != 200 {
-					t.Fatalf("request %d (%s): %d %v", i, method, resp.StatusCode(), err)
-				}
-				fasthttp.ReleaseRequest(req)
-				fasthttp.ReleaseResponse(resp)
-				// Its connection is now idle in the pool; the upstream
-				// closes it and the watcher sees it.
-				waitFor(t, "the upstream's close to be seen", func() bool { return d.Stats().GoneIdle == uint64(i+1) })
-			}
-			if g, p := u.count("GET"), u.count("POST"); g != 2 || p != 2 {
-				t.Fatalf("upstream processed %d GETs and %d POSTs, want 2 and 2", g, p)
-			}
-			s := d.Stats()
-			if s.Redirected != 3 || s.DeadRetries != 0 || s.WriteRetries != 0 {
-				t.Fatalf("stats %+v: want 3 requests redirected before writing, none retried", s)
-			}
-			hc.CloseIdleConnections()
-			waitFor(t, "the upstream to finish", func() bool { return u.closedConns.Load() == 4 })
-			if how == "fin" {
-				time.Sleep(50 * time.Millisecond)
-				if n := u.lateBytes.Load(); n != 0 {
-					t.Fatalf("the half-closed upstream received %d bytes after its FIN", n)
-				}
-			}
-			leakcheck.Settle(t, fds, -1)
-		})
+		for _, kind := range []string{"HostClient", "Client", "LBClient"} {
+			t.Run(how+"/"+kind, func(t *testing.T) { idleCloseNeverWritten(t, how, kind) })
+		}
 	}
+}
+
+type doer interface {
+	DoTimeout(req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration) error
+}
+
+func idleCloseNeverWritten(t *testing.T, how, kind string) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	u := newCountingUpstream(t, ln, how)
+	d := newDialer(t, Config{})
+	var c doer
+	var closeIdle func()
+	switch kind {
+	case "HostClient":
+		hc := d.HostClient(addr)
+		hc.MaxIdemponentCallAttempts = 1 // no retry: a wasted attempt fails the request
+		c, closeIdle = hc, hc.CloseIdleConnections
+	case "Client":
+		fc := d.Client()
+		fc.MaxIdemponentCallAttempts = 1
+		c, closeIdle = fc, fc.CloseIdleConnections
+	case "LBClient":
+		lb := d.LBClient([]string{addr})
+		for _, hc := range lb.Clients {
+			hc.(*fasthttp.HostClient).MaxIdemponentCallAttempts = 1
+		}
+		c, closeIdle = lb, func() { lb.Clients[0].(*fasthttp.HostClient).CloseIdleConnections() }
+	}
+	defer closeIdle()
+	fds := leakcheck.FDs(t)
+	for i, method := range []string{"GET", "POST", "GET", "POST"} {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		req.SetRequestURI("http://" + addr + "/")
+		req.Header.SetMethod(method)
+		err := c.DoTimeout(req, resp, 5*time.Second)
+		if err != nil || resp.StatusCode() != 200 {
+			t.Fatalf("request %d (%s): %d %v", i, method, resp.StatusCode(), err)
+		}
+		fasthttp.ReleaseRequest(req)
+		fasthttp.ReleaseResponse(resp)
+		// Its connection is now idle in the pool; the upstream closes it
+		// and the watcher sees it.
+		waitFor(t, "the upstream's close to be seen", func() bool { return d.Stats().GoneIdle == uint64(i+1) })
+	}
+	if g, p := u.count("GET"), u.count("POST"); g != 2 || p != 2 {
+		t.Fatalf("upstream processed %d GETs and %d POSTs, want 2 and 2", g, p)
+	}
+	s := d.Stats()
+	if s.Redirected != 3 || s.DeadRetries != 0 || s.WriteRetries != 0 {
+		t.Fatalf("stats %+v: want 3 requests redirected before writing, none retried", s)
+	}
+	closeIdle()
+	waitFor(t, "the upstream to finish", func() bool { return u.closedConns.Load() == 4 })
+	if how == "fin" {
+		time.Sleep(50 * time.Millisecond)
+		if n := u.lateBytes.Load(); n != 0 {
+			t.Fatalf("the half-closed upstream received %d bytes after its FIN", n)
+		}
+	}
+	leakcheck.Settle(t, fds, -1)
 }
 
 // 1,000 idle connections die at once (the upstream restarts on the same
