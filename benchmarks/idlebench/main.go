@@ -197,12 +197,20 @@ func fasthttpPhase(rounds int) map[string]*tally {
 	go srv.Serve(ln)
 	defer srv.Shutdown()
 	processed := func(id string) int { mu.Lock(); defer mu.Unlock(); return seen[id] }
+	pause := func() time.Duration { return time.Duration(rand.IntN(81)) * time.Millisecond }
+	return alternate("fasthttp upstream", "f", ln.Addr().String(), rounds, func(hc *fasthttp.HostClient, d *client.Dialer, prefix string) tally {
+		return load(hc, d, prefix, 3300, 11, 16, 16, pause, processed)
+	})
+}
+
+// alternate runs each client in turn, rounds times, against addr, and
+// totals what run measured.
+func alternate(upstream, tag, addr string, rounds int, run func(hc *fasthttp.HostClient, d *client.Dialer, prefix string) tally) map[string]*tally {
 	res := map[string]*tally{}
 	for r := range rounds {
 		for _, c := range clients {
-			hc, d := newClient(c, ln.Addr().String())
-			t := load(hc, d, fmt.Sprintf("f%d-%s", r, strings.ReplaceAll(c, " ", "_")), 3300, 11, 16, 16,
-				func() time.Duration { return time.Duration(rand.IntN(81)) * time.Millisecond }, processed)
+			hc, d := newClient(c, addr)
+			t := run(hc, d, fmt.Sprintf("%s%d-%s", tag, r, strings.ReplaceAll(c, " ", "_")))
 			if d != nil {
 				d.Close()
 			}
@@ -210,8 +218,8 @@ func fasthttpPhase(rounds int) map[string]*tally {
 				res[c] = &tally{}
 			}
 			res[c].add(t)
-			fmt.Fprintf(os.Stderr, "fasthttp upstream, round %d, %-20s failed GETs %d, failed POSTs %d, POSTs twice %d, %v\n",
-				r+1, c, t.failedGets, t.failedPosts, t.postsTwice, t.elapsed.Round(time.Millisecond))
+			fmt.Fprintf(os.Stderr, "%s, round %d, %-20s failed GETs %d, failed POSTs %d, POSTs twice %d, %v\n",
+				upstream, r+1, c, t.failedGets, t.failedPosts, t.postsTwice, t.elapsed.Round(time.Millisecond))
 		}
 	}
 	return res
@@ -293,27 +301,13 @@ func nginxPhase(rounds, total int) map[string]*tally {
 			return seen[id]
 		}
 	}
-	res := map[string]*tally{}
-	for r := range rounds {
-		for _, c := range clients {
-			hc, d := newClient(c, addr)
-			// Pauses around keepalive_timeout (nginx's timer fires a little
-			// after it): some connections are reused just before nginx
-			// closes them, some just after.
-			t := load(hc, d, fmt.Sprintf("n%d-%s", r, strings.ReplaceAll(c, " ", "_")), total, 10, 16, 2000,
-				func() time.Duration { return 900*time.Millisecond + time.Duration(rand.IntN(501))*time.Millisecond }, processed())
-			if d != nil {
-				d.Close()
-			}
-			if res[c] == nil {
-				res[c] = &tally{}
-			}
-			res[c].add(t)
-			fmt.Fprintf(os.Stderr, "nginx upstream, round %d, %-20s failed GETs %d, failed POSTs %d, POSTs twice %d, %v\n",
-				r+1, c, t.failedGets, t.failedPosts, t.postsTwice, t.elapsed.Round(time.Millisecond))
-		}
-	}
-	return res
+	// Pauses around keepalive_timeout (nginx's timer fires a little after
+	// it): some connections are reused just before nginx closes them, some
+	// just after.
+	pause := func() time.Duration { return 900*time.Millisecond + time.Duration(rand.IntN(501))*time.Millisecond }
+	return alternate("nginx upstream", "n", addr, rounds, func(hc *fasthttp.HostClient, d *client.Dialer, prefix string) tally {
+		return load(hc, d, prefix, total, 10, 16, 2000, pause, processed())
+	})
 }
 
 func render(title string, res map[string]*tally) string {
