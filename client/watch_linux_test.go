@@ -5,6 +5,9 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -98,8 +101,9 @@ func TestUnsentWrite(t *testing.T) {
 // with "ok", counts requests by method, and after answering the first
 // request of a connection closes that connection as close says: "fin"
 // (shutdown for writing, then it keeps reading and counts any byte that
-// still arrives: a half-closing peer), "rst" (SO_LINGER 0, close), or
-// "none".
+// still arrives: a half-closing peer), "close" (FIN and the socket closed:
+// a byte arriving after it makes the kernel answer RST and count
+// TCPAbortOnData), or "rst" (SO_LINGER 0, close).
 type countingUpstream struct {
 	ln          net.Listener
 	close       string
@@ -159,7 +163,7 @@ func (u *countingUpstream) serve(c net.Conn) {
 // half-close, or RST) is never written to: the request, GET or POST, goes
 // to a new connection, is processed once, and no attempt is spent.
 func TestIdleCloseNeverWritten(t *testing.T) {
-	for _, how := range []string{"fin", "rst"} {
+	for _, how := range []string{"fin", "close", "rst"} {
 		for _, kind := range []string{"HostClient", "Client", "LBClient"} {
 			t.Run(how+"/"+kind, func(t *testing.T) { idleCloseNeverWritten(t, how, kind) })
 		}
@@ -171,13 +175,30 @@ type doer interface {
 }
 
 func idleCloseNeverWritten(t *testing.T, how, kind string) {
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	// A full close is checked from the kernel's side: in a namespace of its
+	// own, TCPAbortOnData counts the segments with data that reached a
+	// socket already closed.
+	var ns *testns.NS
+	var ln net.Listener
+	var err error
+	if how == "close" {
+		ns = testns.New(t, nil)
+		ns.Do(t, func() { ln, err = net.Listen("tcp4", "127.0.0.1:0") })
+	} else {
+		ln, err = net.Listen("tcp4", "127.0.0.1:0")
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
 	u := newCountingUpstream(t, ln, how)
-	d := newDialer(t, Config{})
+	cfg := Config{}
+	var aborts0 uint64
+	if ns != nil {
+		cfg.Namespace = ns.Name
+		aborts0 = abortOnData(t, ns)
+	}
+	d := newDialer(t, cfg)
 	var c doer
 	var closeIdle func()
 	switch kind {
@@ -221,13 +242,45 @@ func idleCloseNeverWritten(t *testing.T, how, kind string) {
 	}
 	closeIdle()
 	waitFor(t, "the upstream to finish", func() bool { return u.closedConns.Load() == 4 })
-	if how == "fin" {
+	switch how {
+	case "fin":
 		time.Sleep(50 * time.Millisecond)
 		if n := u.lateBytes.Load(); n != 0 {
 			t.Fatalf("the half-closed upstream received %d bytes after its FIN", n)
 		}
+	case "close":
+		if n := abortOnData(t, ns) - aborts0; n != 0 {
+			t.Fatalf("%d segments with data reached the upstream's closed sockets (TCPAbortOnData)", n)
+		}
 	}
 	leakcheck.Settle(t, fds, -1)
+}
+
+// abortOnData reads TcpExt TCPAbortOnData of ns's /proc/net/netstat.
+func abortOnData(t *testing.T, ns *testns.NS) uint64 {
+	t.Helper()
+	var v uint64
+	ns.Do(t, func() {
+		b, err := os.ReadFile("/proc/thread-self/net/netstat")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(string(b), "\n")
+		for i := 0; i+1 < len(lines); i++ {
+			names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+			if len(names) == 0 || names[0] != "TcpExt:" || len(values) != len(names) {
+				continue
+			}
+			for k, name := range names {
+				if name == "TCPAbortOnData" {
+					v, _ = strconv.ParseUint(values[k], 10, 64)
+					return
+				}
+			}
+		}
+		t.Fatal("no TcpExt TCPAbortOnData in /proc/net/netstat")
+	})
+	return v
 }
 
 // 1,000 idle connections die at once (the upstream restarts on the same
