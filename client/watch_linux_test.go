@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -475,4 +476,33 @@ func TestWatchInNamespace(t *testing.T) {
 	if s := d.Stats(); s.Redirected != 2 || s.DeadRetries != 0 || u.count("GET") != 3 {
 		t.Fatalf("stats %+v, %d GETs", s, u.count("GET"))
 	}
+}
+
+// A Dialer's watcher goroutine and epoll descriptor end with Close, and
+// connections made before keep working, unwatched.
+func TestWatcherEndsWithClose(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	sink := testkit.NewSink(ln)
+	defer sink.Close()
+	fds, gs := leakcheck.FDs(t), runtime.NumGoroutine()
+	d, err := NewDialer(Config{PoolSize: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := d.Dial(ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	d.Close() // twice: a no-op
+	if _, err := c.Write([]byte("still works")); err != nil {
+		t.Fatalf("a connection made before Close: %v", err)
+	}
+	c.Close()
+	sink.CloseAll()
+	leakcheck.Settle(t, fds, gs)
 }
