@@ -23,18 +23,6 @@ import (
 	"github.com/connopt/connopt/internal/testns"
 )
 
-// waitFor polls cond for up to 5 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // A write on a connection marked gone sends nothing and fails with an
 // error that matches ErrPeerClosed, ErrUnsent and EPIPE, shaped as net's;
 // once something was written since the last read, it no longer says
@@ -232,7 +220,7 @@ func idleCloseNeverWritten(t *testing.T, how, kind string) {
 		fasthttp.ReleaseResponse(resp)
 		// Its connection is now idle in the pool; the upstream closes it
 		// and the watcher sees it.
-		waitFor(t, "the upstream's close to be seen", func() bool { return d.Stats().GoneIdle == uint64(i+1) })
+		testkit.Eventually(t, "the upstream's close to be seen", func() bool { return d.Stats().GoneIdle == uint64(i+1) })
 	}
 	if g, p := u.count("GET"), u.count("POST"); g != 2 || p != 2 {
 		t.Fatalf("upstream processed %d GETs and %d POSTs, want 2 and 2", g, p)
@@ -242,7 +230,7 @@ func idleCloseNeverWritten(t *testing.T, how, kind string) {
 		t.Fatalf("stats %+v: want 3 requests redirected before writing, none retried", s)
 	}
 	closeIdle()
-	waitFor(t, "the upstream to finish", func() bool { return u.closedConns.Load() == 4 })
+	testkit.Eventually(t, "the upstream to finish", func() bool { return u.closedConns.Load() == 4 })
 	switch how {
 	case "fin":
 		time.Sleep(50 * time.Millisecond)
@@ -322,7 +310,7 @@ func TestManyDieAtOnce(t *testing.T) {
 			}
 		}()
 	}
-	waitFor(t, "n requests in flight", func() bool { return arrived.Load() == n })
+	testkit.Eventually(t, "n requests in flight", func() bool { return arrived.Load() == n })
 	close(release)
 	wg.Wait()
 	close(errs)
@@ -336,7 +324,7 @@ func TestManyDieAtOnce(t *testing.T) {
 	// The restart: every idle connection is closed by the old server.
 	s1.Shutdown()
 	<-done1
-	waitFor(t, "every close to be seen", func() bool { return d.Stats().GoneIdle == n })
+	testkit.Eventually(t, "every close to be seen", func() bool { return d.Stats().GoneIdle == n })
 	ln2, err := net.Listen("tcp4", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -394,7 +382,7 @@ func TestWatchTokens(t *testing.T) {
 		c.Close()
 	}
 	leakcheck.Settle(t, fds, -1)
-	waitFor(t, "the registry to empty", func() bool { return d.watch.len() == 0 })
+	testkit.Eventually(t, "the registry to empty", func() bool { return d.watch.len() == 0 })
 
 	// Reuse: A's descriptor number goes to B; an event carrying A's token
 	// (delivered late) must not touch B. This upstream holds its
@@ -471,7 +459,7 @@ func TestWatchInNamespace(t *testing.T) {
 		if _, _, err := hc.GetTimeout(nil, "http://upstream/", 5*time.Second); err != nil {
 			t.Fatalf("request %d into the namespace: %v", i, err)
 		}
-		waitFor(t, "the close in the namespace to be seen", func() bool { return d.Stats().GoneIdle == uint64(i+1) })
+		testkit.Eventually(t, "the close in the namespace to be seen", func() bool { return d.Stats().GoneIdle == uint64(i+1) })
 	}
 	if s := d.Stats(); s.Redirected != 2 || s.DeadRetries != 0 || u.count("GET") != 3 {
 		t.Fatalf("stats %+v, %d GETs", s, u.count("GET"))

@@ -462,10 +462,7 @@ func TestMetricsCollector(t *testing.T) {
 		conns = append(conns, c)
 	}
 	conns[0].Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for ln.Metrics().Snapshot().Active != 2 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Eventually(t, "2 active connections", func() bool { return ln.Metrics().Snapshot().Active == 2 })
 	want := `
 # HELP connopt_listener_accepted_connections_total Connections accepted.
 # TYPE connopt_listener_accepted_connections_total counter

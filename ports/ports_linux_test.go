@@ -355,17 +355,7 @@ func TestAging(t *testing.T) {
 
 func waitAccepted(t *testing.T, s *testkit.Sink, n int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		got := s.Count()
-		if got >= n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("accepted %d, want %d", got, n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.Eventually(t, fmt.Sprintf("%d connections accepted", n), func() bool { return s.Count() >= n })
 }
 
 func TestAcquirePerDestinationAndRelease(t *testing.T) {

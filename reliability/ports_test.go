@@ -12,6 +12,7 @@ import (
 
 	"github.com/connopt/connopt/client"
 	"github.com/connopt/connopt/internal/leakcheck"
+	"github.com/connopt/connopt/internal/testkit"
 	"github.com/connopt/connopt/internal/testns"
 	"github.com/connopt/connopt/ports"
 )
@@ -100,12 +101,6 @@ func TestPortsExhaustedUnderConcurrency(t *testing.T) {
 			c.Close()
 		}
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for alloc.Stats().InUse != 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if s := alloc.Stats(); s.InUse != 0 {
-		t.Fatalf("leases held after closing: %+v", s)
-	}
+	testkit.Eventually(t, "every lease back after closing", func() bool { return alloc.Stats().InUse == 0 })
 	leakcheck.Settle(t, fds, gs)
 }

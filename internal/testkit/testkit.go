@@ -133,3 +133,17 @@ func Returns(t testing.TB, done <-chan error, d time.Duration, what string) {
 		t.Errorf("%s did not return within %v", what, d)
 	}
 }
+
+// Eventually polls cond until it holds, for up to five seconds (sockets
+// close and goroutines exit asynchronously), and fails the test naming
+// what it waited for if it never does.
+func Eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
