@@ -44,6 +44,12 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
 	return c
 }
 
+// DurationBuckets are the upper bounds of
+// connopt_http_request_duration_seconds: 1 µs doubling to 8.4 s, so that a
+// fasthttp handler's few microseconds land in buckets of their own rather
+// than all in the first one.
+var DurationBuckets = prometheus.ExponentialBuckets(1e-6, 2, 24)
+
 // methods are the label values of the method label; anything else is OTHER.
 var methods = [...]string{"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", "OTHER"}
 
@@ -60,7 +66,7 @@ func methodIndex(m []byte) int {
 // duration by method, and tracks requests in flight:
 //
 //	connopt_http_requests_total{method,code}
-//	connopt_http_request_duration_seconds{method}  (histogram)
+//	connopt_http_request_duration_seconds{method}  (histogram, DurationBuckets)
 //	connopt_http_requests_in_flight
 //
 // The code recorded is the one sent, wherever Metrics stands in a Chain: a
@@ -74,19 +80,26 @@ func Metrics(reg prometheus.Registerer) Middleware {
 	}, []string{"method", "code"}))
 	duration := register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "connopt_http_request_duration_seconds", Help: "Time spent in the handler, by method.",
-		Buckets: prometheus.ExponentialBuckets(50e-6, 2, 18), // 50 µs .. 6.5 s
+		Buckets: DurationBuckets,
 	}, []string{"method"}))
 	// The in-flight count is a plain atomic read at scrape time: a Gauge's
 	// Inc and Dec are float compare-and-swap loops on every request.
 	inFlight := &register(reg, &atomicGauge{desc: prometheus.NewDesc("connopt_http_requests_in_flight",
 		"Requests being handled now.", nil, nil)}).n
-	var observers [len(methods)]prometheus.Observer
-	for i, m := range methods {
-		observers[i] = duration.WithLabelValues(m)
-	}
-	// Counters by method and code, resolved once per pair into a table of
-	// atomic pointers: the per-request path is an index and a load, no label
+	// Series are created when first used (a GET-only server exposes one
+	// histogram, not one per method), then kept in tables of atomic
+	// pointers: the per-request path is an index and a load, no label
 	// hashing, no allocation.
+	var observers [len(methods)]atomic.Pointer[prometheus.Observer]
+	observer := func(mi int) prometheus.Observer {
+		slot := &observers[mi]
+		if o := slot.Load(); o != nil {
+			return *o
+		}
+		o := duration.WithLabelValues(methods[mi])
+		slot.CompareAndSwap(nil, &o)
+		return *slot.Load()
+	}
 	var counters [len(methods)][600]atomic.Pointer[prometheus.Counter]
 	counter := func(mi, code int) prometheus.Counter {
 		if code < 100 || code >= 600 {
@@ -117,7 +130,7 @@ func Metrics(reg prometheus.Registerer) Middleware {
 					code = fasthttp.StatusInternalServerError // what Recover sends
 				}
 				mi := methodIndex(ctx.Method())
-				observers[mi].Observe(time.Since(start).Seconds())
+				observer(mi).Observe(time.Since(start).Seconds())
 				counter(mi, code).Inc()
 				inFlight.Add(-1)
 				if p != nil {
