@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"syscall"
 
 	"github.com/connopt/connopt/internal/rawsock"
@@ -45,4 +46,21 @@ func setBacklog(tl *net.TCPListener, backlog int) error {
 		return err
 	}
 	return rawsock.Control(rc, func(fd int) error { return rawsock.SetListenBacklog(fd, backlog) })
+}
+
+func fileOf(tl *net.TCPListener) (*os.File, error) {
+	rc, err := tl.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var dup int
+	err = rawsock.Control(rc, func(fd int) error {
+		var err error
+		dup, err = rawsock.Dup(fd)
+		return err
+	})
+	if err != nil {
+		return nil, &net.OpError{Op: "file", Net: "tcp", Addr: tl.Addr(), Err: err}
+	}
+	return os.NewFile(uintptr(dup), "tcp:"+tl.Addr().String()), nil
 }

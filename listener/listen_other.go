@@ -5,6 +5,7 @@ package listener
 import (
 	"context"
 	"net"
+	"os"
 )
 
 // Outside Linux the options are left to the runtime, which sets keep-alive
@@ -21,3 +22,5 @@ func listenTCP(ctx context.Context, network, address string, cfg *Config) (*net.
 	}
 	return ln.(*net.TCPListener), nil
 }
+
+func fileOf(tl *net.TCPListener) (*os.File, error) { return tl.File() }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -115,6 +116,7 @@ type Listener struct {
 	maxBackoff time.Duration
 	wrap       bool
 	nagle      bool
+	keepAlive  *net.KeepAliveConfig // set again on each accepted connection (FileListener)
 
 	// The OS calls Accept makes, behind funcs so that tests can stand in
 	// for them (no real EMFILE, no real sleep).
@@ -147,6 +149,46 @@ func ListenContext(ctx context.Context, network, address string, cfg Config) (*L
 	if err != nil {
 		return nil, err
 	}
+	return newListener(tl, &cfg), nil
+}
+
+// FileListener returns a Listener on an open listening TCP socket, such as
+// one inherited from a parent process (package prefork passes them so). The
+// socket keeps the options it was created with; Config's Accept-side fields
+// (MaxAcceptBackoff, WrapConns, Nagle, Metrics) are used, and its
+// keep-alive settings: Go's runtime turns keep-alive on with its own
+// defaults on every connection accepted from a listener made from a file
+// (net.FileListener offers no way to say otherwise), so Accept sets the
+// configured ones again when they differ from Go's (one to four more
+// setsockopt calls per connection; none with the default Options). f is
+// not taken over: close it when it is no longer needed, as for
+// net.FileListener. Errors are *net.OpError.
+func FileListener(f *os.File, cfg Config) (*Listener, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, &net.OpError{Op: "listen", Net: "tcp", Err: err}
+	}
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return nil, err
+	}
+	tl, ok := ln.(*net.TCPListener)
+	if !ok {
+		ln.Close()
+		return nil, &net.OpError{Op: "listen", Net: ln.Addr().Network(), Addr: ln.Addr(),
+			Err: fmt.Errorf("%s is not a TCP listener", f.Name())}
+	}
+	l := newListener(tl, &cfg)
+	if ka := cfg.KeepAliveConfig(); ka != runtimeKeepAlive {
+		l.keepAlive = &ka
+	}
+	return l, nil
+}
+
+// runtimeKeepAlive is what Go's runtime sets on a connection accepted from
+// a listener made by net.FileListener (sockopt's defaults are Go's).
+var runtimeKeepAlive = sockopt.Options{}.KeepAliveConfig()
+
+func newListener(tl *net.TCPListener, cfg *Config) *Listener {
 	m := cfg.Metrics
 	if m == nil {
 		m = NewMetrics()
@@ -163,8 +205,17 @@ func ListenContext(ctx context.Context, network, address string, cfg Config) (*L
 		wrap:       cfg.WrapConns,
 		nagle:      cfg.Nagle,
 		done:       make(chan struct{}),
-	}, nil
+	}
 }
+
+// File returns a copy of the listening socket's descriptor, to pass to
+// another process (FileListener takes it there). Closing either leaves the
+// other open; the socket and its accept queue live while one is open.
+// Unlike net.TCPListener.File, on Linux the copy leaves the socket
+// non-blocking: a blocking flag would be shared with every process that
+// accepts on it, and a Go process blocked in accept(2) cannot be stopped
+// by closing its listener.
+func (l *Listener) File() (*os.File, error) { return fileOf(l.tl) }
 
 // ListenShards opens n listeners on the same address with SO_REUSEPORT, so
 // that n Serve loops accept in parallel and the kernel spreads connections
@@ -211,6 +262,9 @@ func (l *Listener) Accept() (net.Conn, error) {
 			if l.nagle {
 				// The runtime set TCP_NODELAY on the accepted socket.
 				tc.SetNoDelay(false)
+			}
+			if l.keepAlive != nil {
+				tc.SetKeepAliveConfig(*l.keepAlive)
 			}
 			if l.wrap {
 				return tcpconn.New(tc, &l.metrics.conns, nil), nil

@@ -442,3 +442,94 @@ func TestEMFILEChild(t *testing.T) {
 		}
 	}
 }
+
+// File and FileListener: the copy shares the socket and its options, and
+// neither copy turns the socket blocking (the flag is shared between every
+// process holding it: net.TCPListener.File would set it, and stock Go's
+// File().Fd() would leave a child's accept stuck in the kernel).
+func TestFileListener(t *testing.T) {
+	fds := leakcheck.FDs(t)
+	ln, err := Listen("tcp", "127.0.0.1:0", Config{Options: sockopt.Options{KeepAlive: 7 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := ln.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Fd() // what os/exec does with ExtraFiles
+	nonblocking := func(what string, fd uintptr) {
+		t.Helper()
+		fl, err := unix.FcntlInt(fd, unix.F_GETFL, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fl&unix.O_NONBLOCK == 0 {
+			t.Errorf("%s: the socket turned blocking", what)
+		}
+	}
+	nonblocking("File().Fd()", f.Fd())
+	ln2, err := FileListener(f, Config{Options: sockopt.Options{KeepAlive: 7 * time.Second}, WrapConns: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if ln2.Addr().String() != ln.Addr().String() {
+		t.Fatalf("FileListener on %v, want %v", ln2.Addr(), ln.Addr())
+	}
+	ln.Close() // the socket lives on in ln2
+	c, s, err := testkit.Pair(ln2, func(addr string) (net.Conn, error) { return net.Dial("tcp", addr) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.(*Conn); !ok {
+		t.Errorf("accepted %T, want *Conn (WrapConns)", s)
+	}
+	if got := testkit.SockOptions(t, s.(syscall.Conn)); got.KeepIdle != 7*time.Second {
+		t.Errorf("accepted socket keep-alive idle %v, want the 7s set on the original socket", got.KeepIdle)
+	}
+	c.Close()
+	s.Close()
+
+	// Keep-alive off, as configured, although the runtime turns it on for
+	// a listener made from a file.
+	f, err = ln2.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln3, err := FileListener(f, Config{Options: sockopt.Options{KeepAlive: -1}})
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln2.Close()
+	c, s, err = testkit.Pair(ln3, func(addr string) (net.Conn, error) { return net.Dial("tcp", addr) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := testkit.SockOptions(t, s.(syscall.Conn)); got.KeepAlive {
+		t.Error("keep-alive on, want it off (KeepAlive -1)")
+	}
+	c.Close()
+	s.Close()
+	ln3.Close()
+
+	// Not a TCP listener: a clear error, nothing left open.
+	u, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uf, err := u.(*net.UDPConn).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := FileListener(uf, Config{}); err == nil {
+		t.Error("FileListener took a UDP socket")
+	}
+	uf.Close()
+	u.Close()
+	if _, err := FileListener(os.Stdin, Config{Backlog: -1}); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("Backlog -1: %v, want ErrInvalidConfig", err)
+	}
+	leakcheck.Settle(t, fds, -1)
+}

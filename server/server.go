@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -22,6 +24,7 @@ import (
 	"github.com/connopt/connopt/internal/confcheck"
 	"github.com/connopt/connopt/internal/nsexec"
 	"github.com/connopt/connopt/listener"
+	"github.com/connopt/connopt/prefork"
 	"github.com/connopt/connopt/sockopt"
 )
 
@@ -34,6 +37,7 @@ const (
 	DefaultIdleTimeout        = 60 * time.Second
 	DefaultMaxRequestBodySize = 4 << 20
 	DefaultShutdownTimeout    = 10 * time.Second
+	DefaultDrainTimeout       = time.Second
 )
 
 // ErrShutdownTimeout is returned by Run when requests were still in flight
@@ -95,6 +99,26 @@ type Config struct {
 	// ShutdownTimeout bounds the graceful stop. Zero means
 	// DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
+	// DrainTimeout is how long, once the stop has begun, keep-alive
+	// connections get to send one more request (answered with
+	// Connection: close) before those still idle are closed: a client
+	// that sends just as the server closes an idle connection sees a
+	// reset, one that is told to close does not. Zero means
+	// DefaultDrainTimeout (bounded by ShutdownTimeout); negative closes
+	// idle connections at once, as fasthttp's Shutdown does.
+	DrainTimeout time.Duration
+
+	// Prefork, if set, serves from several processes (package prefork).
+	// In the parent, New opens Prefork.Children sockets on Addr with
+	// Listener's options, and Run supervises children of this executable
+	// (SIGINT and SIGTERM stop them, SIGHUP hands over to a new
+	// generation); the handler never runs there. In each child, New
+	// takes the socket its parent passed, Run serves it, and SIGTERM is a
+	// graceful stop. Shards is not used; Prefork.Listener,
+	// Prefork.DisableSignals and a nil Prefork.Logger are taken from
+	// this Config. With MetricsAddr, child k serves metrics on its port
+	// plus k, so each child can be scraped.
+	Prefork *prefork.Config
 	// DisableSignals stops Run from treating SIGINT and SIGTERM as a stop.
 	DisableSignals bool
 	// Logger receives fasthttp's and the server's messages. Nil means
@@ -118,10 +142,13 @@ type Server struct {
 	metricsFS *fasthttp.Server
 	metricsLn *listener.Listener
 	reg       *prometheus.Registry
+	accept    []net.Listener      // what Serve loops accept on: lns, or a prefork child's listener
+	sup       *prefork.Supervisor // in a prefork parent, instead of serving
 
 	mu       sync.Mutex
 	conns    map[net.Conn]struct{}
 	stopping atomic.Bool
+	drained  chan struct{} // a send when the last connection closes during the stop
 }
 
 // New listens and prepares the server; Run serves. On error nothing is left
@@ -143,7 +170,25 @@ func New(handler fasthttp.RequestHandler, cfg Config) (*Server, error) {
 	cfg.Shards = orDefault(cfg.Shards, runtime.GOMAXPROCS(0))
 	cfg.MetricsPath = orDefault(cfg.MetricsPath, DefaultMetricsPath)
 	cfg.ShutdownTimeout = orDefault(cfg.ShutdownTimeout, DefaultShutdownTimeout)
-	s := &Server{cfg: cfg, reg: cfg.Registry, conns: map[net.Conn]struct{}{}}
+	s := &Server{cfg: cfg, reg: cfg.Registry, conns: map[net.Conn]struct{}{}, drained: make(chan struct{}, 1)}
+	if cfg.Prefork != nil && !prefork.Child() {
+		pc := *cfg.Prefork
+		pc.Listener = cfg.Listener
+		pc.Listener.WrapConns = !cfg.PlainConns
+		pc.DisableSignals = pc.DisableSignals || cfg.DisableSignals
+		if pc.Logger == nil && cfg.Logger != nil {
+			pc.Logger = cfg.Logger
+		}
+		err := nsexec.Do(cfg.Namespace, func() error {
+			var err error
+			s.sup, err = prefork.New("tcp", cfg.Addr, pc)
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("server: %w", err)
+		}
+		return s, nil
+	}
 	if s.reg == nil {
 		s.reg = prometheus.NewRegistry()
 		s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -153,14 +198,30 @@ func New(handler fasthttp.RequestHandler, cfg Config) (*Server, error) {
 	lc.Metrics = listener.NewMetrics()
 	lc.WrapConns = !cfg.PlainConns
 	err := nsexec.Do(cfg.Namespace, func() error {
-		var err error
-		if s.lns, err = listener.ListenShards("tcp", cfg.Addr, cfg.Shards, lc); err != nil {
-			return err
+		if cfg.Prefork != nil {
+			ln, err := prefork.Listener(lc)
+			if err != nil {
+				return err
+			}
+			s.lns, s.accept = []*listener.Listener{ln.Listener}, []net.Listener{ln}
+		} else {
+			var err error
+			if s.lns, err = listener.ListenShards("tcp", cfg.Addr, cfg.Shards, lc); err != nil {
+				return err
+			}
+			for _, ln := range s.lns {
+				s.accept = append(s.accept, ln)
+			}
 		}
 		if !cfg.DisableMetrics && cfg.MetricsAddr != "" {
-			s.metricsLn, err = listener.Listen("tcp", cfg.MetricsAddr, listener.Config{Metrics: lc.Metrics, WrapConns: lc.WrapConns})
+			addr, err := childMetricsAddr(cfg.MetricsAddr, prefork.Slot())
+			if err != nil {
+				return err
+			}
+			s.metricsLn, err = listener.Listen("tcp", addr, listener.Config{Metrics: lc.Metrics, WrapConns: lc.WrapConns})
+			return err
 		}
-		return err
+		return nil
 	})
 	if err != nil {
 		s.closeListeners()
@@ -218,6 +279,24 @@ func New(handler fasthttp.RequestHandler, cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// childMetricsAddr is the metrics address of prefork child slot: the
+// port plus slot (unless the port is 0). Outside a child (slot -1) it is
+// addr.
+func childMetricsAddr(addr string, slot int) (string, error) {
+	if slot <= 0 {
+		return addr, nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", err
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p == 0 {
+		return addr, nil // a service name, or 0: each child gets what it gets
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p+slot)), nil
+}
+
 func onlyPath(path string, h fasthttp.RequestHandler) fasthttp.RequestHandler {
 	return func(ctx *fasthttp.RequestCtx) {
 		if string(ctx.Path()) != path {
@@ -240,12 +319,28 @@ func (s *Server) track(c net.Conn, st fasthttp.ConnState) {
 	case fasthttp.StateClosed, fasthttp.StateHijacked:
 		s.mu.Lock()
 		delete(s.conns, c)
+		last := len(s.conns) == 0
 		s.mu.Unlock()
+		if last && s.stopping.Load() {
+			select {
+			case s.drained <- struct{}{}:
+			default:
+			}
+		}
 	}
 }
 
 // Addr is the address the server listens on (all shards share it).
-func (s *Server) Addr() net.Addr { return s.lns[0].Addr() }
+func (s *Server) Addr() net.Addr {
+	if s.sup != nil {
+		return s.sup.Addr()
+	}
+	return s.lns[0].Addr()
+}
+
+// Supervisor is the prefork supervisor in a prefork parent (Upgrade, Pids,
+// Stats), nil otherwise.
+func (s *Server) Supervisor() *prefork.Supervisor { return s.sup }
 
 // MetricsAddr is the metrics listener's address, or nil if metrics share
 // Addr or are off.
@@ -259,8 +354,14 @@ func (s *Server) MetricsAddr() net.Addr {
 // Registry is where the server's collectors are, and what /metrics serves.
 func (s *Server) Registry() *prometheus.Registry { return s.reg }
 
-// ListenerMetrics are the shards' shared counters.
-func (s *Server) ListenerMetrics() *listener.Metrics { return s.lns[0].Metrics() }
+// ListenerMetrics are the shards' shared counters; nil in a prefork
+// parent, which accepts nothing.
+func (s *Server) ListenerMetrics() *listener.Metrics {
+	if len(s.lns) == 0 {
+		return nil
+	}
+	return s.lns[0].Metrics()
+}
 
 func (s *Server) closeListeners() {
 	for _, ln := range s.lns {
@@ -273,20 +374,26 @@ func (s *Server) closeListeners() {
 
 // Run serves until ctx is done (or, unless DisableSignals, SIGINT or
 // SIGTERM arrives), then stops gracefully: listeners close at once, so new
-// connections are refused; requests in flight finish and get their
-// responses (with Connection: close); idle keep-alive connections are
-// closed. Connections still busy at ShutdownTimeout are closed and Run
-// returns ErrShutdownTimeout. A Serve loop that fails stops the server and
-// its error is returned.
+// connections are refused (a prefork child's socket stays open in its
+// parent: its queue is the next generation's); requests in flight finish
+// and get their responses with Connection: close; keep-alive connections
+// get DrainTimeout to send one more request, answered the same way; those
+// still idle are then closed. Connections still busy at ShutdownTimeout
+// are closed and Run returns ErrShutdownTimeout. A Serve loop that fails
+// stops the server and its error is returned. In a prefork parent, Run is
+// the Supervisor's Run.
 func (s *Server) Run(ctx context.Context) error {
+	if s.sup != nil {
+		return s.sup.Run(ctx)
+	}
 	if !s.cfg.DisableSignals {
 		var stop context.CancelFunc
 		ctx, stop = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 		defer stop()
 	}
-	n := len(s.lns)
+	n := len(s.accept)
 	errc := make(chan error, n+1)
-	for _, ln := range s.lns {
+	for _, ln := range s.accept {
 		go func() { errc <- s.fs.Serve(ln) }()
 	}
 	if s.metricsFS != nil {
@@ -301,7 +408,12 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 
 	s.stopping.Store(true)
-	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	deadline := time.Now().Add(s.cfg.ShutdownTimeout)
+	s.closeListeners()
+	if s.cfg.DrainTimeout >= 0 {
+		s.waitDrained(min(s.cfg.ShutdownTimeout, cmp.Or(s.cfg.DrainTimeout, DefaultDrainTimeout)))
+	}
+	sctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	err := s.fs.ShutdownWithContext(sctx)
 	if s.metricsFS != nil {
@@ -315,7 +427,6 @@ func (s *Server) Run(ctx context.Context) error {
 		s.mu.Unlock()
 		err = ErrShutdownTimeout
 	}
-	s.closeListeners()
 	for range n {
 		if e := <-errc; serveErr == nil && e != nil {
 			serveErr = e
@@ -325,4 +436,23 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("server: %w", serveErr)
 	}
 	return err
+}
+
+// waitDrained waits until no connection is open, for at most d.
+func (s *Server) waitDrained(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		s.mu.Lock()
+		n := len(s.conns)
+		s.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		select {
+		case <-s.drained:
+		case <-t.C:
+			return
+		}
+	}
 }

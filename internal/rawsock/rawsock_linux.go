@@ -137,6 +137,14 @@ func ReadOptions(fd int) (Options, error) {
 // package always listens with net.core.somaxconn.
 func SetListenBacklog(fd, backlog int) error { return wrap("listen", unix.Listen(fd, backlog)) }
 
+// Dup returns a close-on-exec copy of fd. Unlike net's File methods it
+// leaves the shared file status flags alone: the socket stays non-blocking
+// for every process that holds it.
+func Dup(fd int) (int, error) {
+	n, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	return n, wrap("fcntl", err)
+}
+
 // BindForConnect applies o to fd and binds it to src (port 0 lets the kernel
 // choose), ready for connect.
 func BindForConnect(fd int, src netip.AddrPort, o BindOptions) error {
