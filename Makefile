@@ -1,7 +1,7 @@
 # connopt: the two commands that matter are `make run` and `make test`.
 GO ?= go
 
-.PHONY: run proxy connscale test soak vet bench bench-quick bench-go bench-http bench-listener bench-ports bench-sockpool bench-client bench-idle bench-batching bench-deps
+.PHONY: run proxy fiber connscale test soak vet bench bench-quick bench-go bench-http bench-listener bench-ports bench-sockpool bench-client bench-idle bench-batching bench-deps
 
 ## run: the hello-world fasthttp server on connopt's listener, with /metrics, on 127.0.0.1:8080
 run:
@@ -13,6 +13,11 @@ proxy:
 	$(GO) build -o bin/proxy ./examples/proxy
 	exec ./bin/proxy -demo -addr 127.0.0.1:8080
 
+## fiber: the Fiber v2 example on connopt's listener (add -prefork N for N processes; SIGHUP hands over)
+fiber:
+	cd examples/fiber && $(GO) build -o ../../bin/fiber .
+	exec ./bin/fiber -addr 127.0.0.1:8080
+
 ## connscale: hold 100,000 ping-pong connections for 60 s on this machine (root for -netns; see README)
 connscale:
 	cd benchmarks && $(GO) build -o ../bin/connscale ./connscale
@@ -22,6 +27,7 @@ connscale:
 test: vet
 	$(GO) test -race -count=1 ./...
 	cd benchmarks && $(GO) test -race -count=1 ./...
+	cd examples/fiber && $(GO) test -race -count=1 ./...
 
 ## soak: the fuzzers for a bounded time each, the fault suite repeated, and a 10-minute load soak (root)
 FUZZTIME ?= 30s
@@ -39,6 +45,7 @@ vet:
 	$(GO) vet ./...
 	cd benchmarks && $(GO) vet ./...
 	cd benchmarks/gnet && $(GO) vet ./...
+	cd examples/fiber && $(GO) vet ./...
 
 ## bench: every benchmark, about 18 minutes on 2 cores: the hello-world comparison, the harnesses, go test -bench
 bench: bench-http bench-ports bench-sockpool bench-client bench-idle bench-batching bench-go

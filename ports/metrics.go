@@ -11,13 +11,17 @@ var (
 		"Source-port leases handed out.", []string{"strategy"}, nil)
 	descExhausted = prometheus.NewDesc("connopt_ports_exhausted_total",
 		"Lease requests that found every source address and port for the destination in use or aging.", []string{"strategy"}, nil)
+	descRangeSize = prometheus.NewDesc("connopt_ports_range_size",
+		"Ports per source address: a (source, destination) pool is full at this many.", []string{"strategy"}, nil)
+	descBusiest = prometheus.NewDesc("connopt_ports_busiest_pool",
+		"Ports leased or aging in the fullest (source, destination) pool (Tracked; 0 for Kernel).", []string{"strategy"}, nil)
 	descCollisions = prometheus.NewDesc("connopt_ports_collisions_total",
 		"Ports found held by sockets outside the allocator and retried with another port.", []string{"strategy"}, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (a *Allocator) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descInUse, descAging, descLeases, descExhausted, descCollisions} {
+	for _, d := range []*prometheus.Desc{descInUse, descAging, descLeases, descExhausted, descCollisions, descRangeSize, descBusiest} {
 		ch <- d
 	}
 }
@@ -31,4 +35,6 @@ func (a *Allocator) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descLeases, prometheus.CounterValue, float64(s.Leases), st)
 	ch <- prometheus.MustNewConstMetric(descExhausted, prometheus.CounterValue, float64(s.Exhausted), st)
 	ch <- prometheus.MustNewConstMetric(descCollisions, prometheus.CounterValue, float64(s.Collisions), st)
+	ch <- prometheus.MustNewConstMetric(descRangeSize, prometheus.GaugeValue, float64(s.RangeSize), st)
+	ch <- prometheus.MustNewConstMetric(descBusiest, prometheus.GaugeValue, float64(s.Busiest), st)
 }

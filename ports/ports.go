@@ -422,6 +422,12 @@ type Stats struct {
 	Exhausted  uint64 // Acquire calls that found no port
 	Collisions uint64 // ports found held outside the allocator
 	Pools      int    // (source, destination) pools in memory
+	// Busiest is the most ports leased or aging in one (source,
+	// destination) pool (Tracked; the kernel's own count is not visible
+	// to the Kernel strategy, so 0 there). RangeSize is the ports per
+	// source address: a pool is full at RangeSize.
+	Busiest   int
+	RangeSize int
 }
 
 // Stats reads the counters, dropping pools that hold nothing but expired
@@ -433,6 +439,7 @@ func (a *Allocator) Stats() Stats {
 		Leases:     a.leases.Load(),
 		Exhausted:  a.exhausted.Load(),
 		Collisions: a.collisions.Load(),
+		RangeSize:  len(a.ports),
 	}
 	now := a.now()
 	for i := range a.shards {
@@ -441,7 +448,9 @@ func (a *Allocator) Stats() Stats {
 		sh.mu.Lock()
 		s.Pools += len(sh.pools)
 		for _, p := range sh.pools {
-			s.Aging += p.agingAt(now)
+			aging := p.agingAt(now)
+			s.Aging += aging
+			s.Busiest = max(s.Busiest, p.leased+aging)
 		}
 		sh.mu.Unlock()
 	}

@@ -29,6 +29,7 @@ import (
 
 	"github.com/connopt/connopt/client"
 	"github.com/connopt/connopt/middleware"
+	"github.com/connopt/connopt/ports"
 	"github.com/connopt/connopt/server"
 )
 
@@ -38,6 +39,9 @@ type Config struct {
 	Upstream  string // ip:port of the upstream, as seen from inside Namespace
 	Namespace string // the upstream's network namespace; "" for this one
 	Limit     int    // requests in flight before 503
+	// Inner, if set, wraps the proxy handler inside the middleware (the
+	// Prometheus test injects a panic with it).
+	Inner middleware.Middleware
 }
 
 func main() {
@@ -69,7 +73,14 @@ func main() {
 
 // run serves the proxy until ctx is done or a signal arrives.
 func run(ctx context.Context, cfg Config, ready func(net.Addr)) error {
-	d, err := client.NewDialer(client.Config{Namespace: cfg.Namespace, ConnectTimeout: 2 * time.Second})
+	// Source ports for the upstream come from connopt's allocator: a busy
+	// proxy dials one upstream address far more often than the kernel's
+	// port search likes.
+	pa, err := ports.New(ports.Config{})
+	if err != nil {
+		return err
+	}
+	d, err := client.NewDialer(client.Config{Namespace: cfg.Namespace, ConnectTimeout: 2 * time.Second, Ports: pa})
 	if err != nil {
 		return err
 	}
@@ -95,8 +106,12 @@ func run(ctx context.Context, cfg Config, ready func(net.Addr)) error {
 
 	// One registry for everything: the server adds its listener's series.
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(d, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	h := middleware.Chain(proxy,
+	reg.MustRegister(d, pa, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var inner fasthttp.RequestHandler = proxy
+	if cfg.Inner != nil {
+		inner = cfg.Inner(proxy)
+	}
+	h := middleware.Chain(inner,
 		middleware.Recover(reg, nil),
 		middleware.Metrics(reg),
 		middleware.Limit(max(1, cfg.Limit), time.Second, reg))
