@@ -80,10 +80,11 @@ bench-sockpool: bench-deps
 	cd benchmarks && $(GO) build -o ../bin/sockpoolbench ./sockpoolbench
 	./bin/sockpoolbench -out benchmarks/results/sockpool.md
 
-## bench-client: syscalls per dial and per request, namespace dial latency, source-port dial latency (root)
+## bench-client: syscalls per dial and per request, namespace dial latency, source-port dial latency (root); then requests against nginx with 2 s and 100 ms keep-alive timeouts
 bench-client: bench-deps
-	cd benchmarks && $(GO) build -o ../bin/clientbench ./clientbench
+	cd benchmarks && $(GO) build -o ../bin/clientbench ./clientbench && $(GO) build -o ../bin/idlebench ./idlebench
 	./bin/clientbench -out benchmarks/results/client.md
+	./bin/idlebench -no-fasthttp -nginx-keepalive 2s,100ms -nginx-requests 20000 -out benchmarks/results/client-nginx.md
 
 ## bench-idle: requests on connections the upstream closed while idle: stock HostClient vs connopt without and with the peer watch, fasthttp and nginx upstreams
 bench-idle: bench-deps

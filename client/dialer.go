@@ -28,6 +28,16 @@ const (
 	DefaultConnectTimeout = 3 * time.Second
 	// DefaultDNSCacheTTL is how long a resolved name is reused.
 	DefaultDNSCacheTTL = time.Minute
+	// DefaultMaxIdleConnDuration is the MaxIdleConnDuration of the
+	// fasthttp clients built here: a pooled connection idle this long is
+	// closed by the client. It is below the shortest keep-alive timeout of
+	// common upstreams (Node.js and Apache httpd close after 5 s; nginx
+	// after 75 s, cloud load balancers after 60 s or more), so the client
+	// closes first and never sends on a connection the upstream is
+	// closing; fasthttp's own default, 10 s, is above Node's and Apache's.
+	// An upstream with a shorter timeout is covered by the peer watch
+	// (the closed connection is seen before it is used).
+	DefaultMaxIdleConnDuration = 4 * time.Second
 )
 
 var (

@@ -12,18 +12,22 @@ import (
 )
 
 // HostClient returns a fasthttp.HostClient for addr that dials with d,
-// moves requests off connections the upstream closed (Transport) and
-// retries as RetryIfErr says. Adjust its other fields as usual.
+// moves requests off connections the upstream closed (Transport), retries
+// as RetryIfErr says and closes connections idle for
+// DefaultMaxIdleConnDuration. Adjust its other fields as usual.
 func (d *Dialer) HostClient(addr string) *fasthttp.HostClient {
-	hc := &fasthttp.HostClient{Addr: addr, DialTimeout: d.DialTimeout, Transport: d.Transport()}
+	hc := &fasthttp.HostClient{Addr: addr, DialTimeout: d.DialTimeout, Transport: d.Transport(),
+		MaxIdleConnDuration: DefaultMaxIdleConnDuration}
 	hc.RetryIfErr = d.RetryIfErr(hc)
 	return hc
 }
 
 // Client returns a fasthttp.Client that dials with d, moves requests off
-// connections the upstream closed and retries as RetryIfErr says.
+// connections the upstream closed, retries as RetryIfErr says and closes
+// connections idle for DefaultMaxIdleConnDuration.
 func (d *Dialer) Client() *fasthttp.Client {
-	c := &fasthttp.Client{DialTimeout: d.DialTimeout, Transport: d.Transport()}
+	c := &fasthttp.Client{DialTimeout: d.DialTimeout, Transport: d.Transport(),
+		MaxIdleConnDuration: DefaultMaxIdleConnDuration}
 	c.RetryIfErr = d.RetryIfErr(c)
 	return c
 }

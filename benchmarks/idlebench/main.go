@@ -46,7 +46,11 @@ import (
 	"github.com/connopt/connopt/client"
 )
 
-var clients = []string{"fasthttp.HostClient", "connopt (no watch)", "connopt"}
+// The clients compared. "below upstream" sets fasthttp's
+// MaxIdleConnDuration to half the upstream's keep-alive timeout, the
+// advice for stock clients; connopt's clients keep client's defaults
+// (DefaultMaxIdleConnDuration).
+var clients = []string{"fasthttp.HostClient", "fasthttp.HostClient, idle below upstream", "connopt (no watch)", "connopt"}
 
 // tally is what one client did in one run.
 type tally struct {
@@ -76,9 +80,12 @@ func (t *tally) add(o tally) {
 }
 
 // newClient returns the HostClient for kind, and its dialer (nil for stock).
-func newClient(kind, addr string) (*fasthttp.HostClient, *client.Dialer) {
-	if kind == "fasthttp.HostClient" {
+func newClient(kind, addr string, upstreamIdle time.Duration) (*fasthttp.HostClient, *client.Dialer) {
+	switch kind {
+	case "fasthttp.HostClient":
 		return &fasthttp.HostClient{Addr: addr}, nil
+	case "fasthttp.HostClient, idle below upstream":
+		return &fasthttp.HostClient{Addr: addr, MaxIdleConnDuration: upstreamIdle / 2}, nil
 	}
 	d, err := client.NewDialer(client.Config{DisablePeerWatch: kind == "connopt (no watch)"})
 	if err != nil {
@@ -198,18 +205,18 @@ func fasthttpPhase(rounds int) map[string]*tally {
 	defer srv.Shutdown()
 	processed := func(id string) int { mu.Lock(); defer mu.Unlock(); return seen[id] }
 	pause := func() time.Duration { return time.Duration(rand.IntN(81)) * time.Millisecond }
-	return alternate("fasthttp upstream", "f", ln.Addr().String(), rounds, func(hc *fasthttp.HostClient, d *client.Dialer, prefix string) tally {
+	return alternate("fasthttp upstream", "f", ln.Addr().String(), 50*time.Millisecond, rounds, func(hc *fasthttp.HostClient, d *client.Dialer, prefix string) tally {
 		return load(hc, d, prefix, 3300, 11, 16, 16, pause, processed)
 	})
 }
 
 // alternate runs each client in turn, rounds times, against addr, and
 // totals what run measured.
-func alternate(upstream, tag, addr string, rounds int, run func(hc *fasthttp.HostClient, d *client.Dialer, prefix string) tally) map[string]*tally {
+func alternate(upstream, tag, addr string, upstreamIdle time.Duration, rounds int, run func(hc *fasthttp.HostClient, d *client.Dialer, prefix string) tally) map[string]*tally {
 	res := map[string]*tally{}
 	for r := range rounds {
 		for _, c := range clients {
-			hc, d := newClient(c, addr)
+			hc, d := newClient(c, addr, upstreamIdle)
 			t := run(hc, d, fmt.Sprintf("%s%d-%s", tag, r, strings.ReplaceAll(c, " ", "_")))
 			if d != nil {
 				d.Close()
@@ -235,7 +242,7 @@ http {
 	log_format ids '$arg_id';
 	access_log %[1]s/access.log ids;
 	client_body_temp_path %[1]s/body;
-	keepalive_timeout 1s;
+	keepalive_timeout %[3]s;
 	keepalive_requests 100;
 	server {
 		listen 127.0.0.1:%[2]d;
@@ -244,7 +251,7 @@ http {
 }
 `
 
-func nginxPhase(rounds, total int) map[string]*tally {
+func nginxPhase(keepalive time.Duration, rounds, total int) map[string]*tally {
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
 		log.Fatal("idlebench needs nginx: apt-get install -y nginx-light (make bench-idle installs it)")
@@ -261,7 +268,7 @@ func nginxPhase(rounds, total int) map[string]*tally {
 	port := probe.Addr().(*net.TCPAddr).Port
 	probe.Close()
 	conf := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, nginxConf, dir, port), 0o644); err != nil {
+	if err := os.WriteFile(conf, fmt.Appendf(nil, nginxConf, dir, port, fmt.Sprintf("%dms", keepalive.Milliseconds())), 0o644); err != nil {
 		log.Fatal(err)
 	}
 	cmd := exec.Command(bin, "-p", dir, "-c", conf, "-g", "daemon off;")
@@ -304,8 +311,8 @@ func nginxPhase(rounds, total int) map[string]*tally {
 	// Pauses around keepalive_timeout (nginx's timer fires a little after
 	// it): some connections are reused just before nginx closes them, some
 	// just after.
-	pause := func() time.Duration { return 900*time.Millisecond + time.Duration(rand.IntN(501))*time.Millisecond }
-	return alternate("nginx upstream", "n", addr, rounds, func(hc *fasthttp.HostClient, d *client.Dialer, prefix string) tally {
+	pause := func() time.Duration { return keepalive*9/10 + time.Duration(rand.Int64N(int64(keepalive/2)+1)) }
+	return alternate("nginx upstream", "n", addr, keepalive, rounds, func(hc *fasthttp.HostClient, d *client.Dialer, prefix string) tally {
 		return load(hc, d, prefix, total, 10, 16, 2000, pause, processed())
 	})
 }
@@ -318,7 +325,7 @@ func render(title string, res map[string]*tally) string {
 	for _, c := range clients {
 		t := res[c]
 		watch := func(v uint64) string {
-			if c == "fasthttp.HostClient" {
+			if strings.HasPrefix(c, "fasthttp.HostClient") {
 				return "—"
 			}
 			return strconv.FormatUint(v, 10)
@@ -335,15 +342,25 @@ func main() {
 	nginxRounds := flag.Int("nginx-rounds", 1, "alternated rounds against nginx")
 	nginxTotal := flag.Int("nginx-requests", 100000, "requests per client and round against nginx")
 	skipNginx := flag.Bool("no-nginx", false, "skip the nginx upstream")
+	skipFasthttp := flag.Bool("no-fasthttp", false, "skip the fasthttp upstream")
+	keepalives := flag.String("nginx-keepalive", "1s", "nginx keepalive_timeout values, comma-separated (one table each)")
 	out := flag.String("out", "", "also write the tables to this file")
 	flag.Parse()
 	var b strings.Builder
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	fmt.Fprintf(&b, "Linux %s, %s, %d cores, %s; the clients alternated in each round (%d rounds against fasthttp, %d against nginx), totals over the rounds; `./bin/idlebench %s`.\n\n",
 		strings.TrimSpace(string(kernel)), runtime.Version(), runtime.NumCPU(), time.Now().UTC().Format("2006-01-02"), *rounds, *nginxRounds, strings.Join(os.Args[1:], " "))
-	b.WriteString(render("fasthttp upstream: IdleTimeout 50 ms, MaxRequestsPerConn 7; 16 workers firing together, pausing 0-80 ms; 3,000 GETs and 300 POSTs per client and round", fasthttpPhase(*rounds)))
+	if !*skipFasthttp {
+		b.WriteString(render("fasthttp upstream: IdleTimeout 50 ms, MaxRequestsPerConn 7; 16 workers firing together, pausing 0-80 ms; 3,000 GETs and 300 POSTs per client and round", fasthttpPhase(*rounds)))
+	}
 	if !*skipNginx {
-		b.WriteString(render(fmt.Sprintf("nginx upstream: keepalive_timeout 1 s, keepalive_requests 100; %d requests per client and round (10%% POSTs), bursts of 2,000 from 16 workers, pauses of 0.9-1.4 s", *nginxTotal), nginxPhase(*nginxRounds, *nginxTotal)))
+		for _, v := range strings.Split(*keepalives, ",") {
+			ka, err := time.ParseDuration(v)
+			if err != nil || ka <= 0 {
+				log.Fatalf("-nginx-keepalive %q: want durations like 2s,100ms", v)
+			}
+			b.WriteString(render(fmt.Sprintf("nginx upstream: keepalive_timeout %v, keepalive_requests 100; %d requests per client and round (10%% POSTs), bursts of 2,000 from 16 workers, pauses of 0.9-1.4 × the keep-alive timeout; \"idle below upstream\": MaxIdleConnDuration %v", ka, *nginxTotal, ka/2), nginxPhase(ka, *nginxRounds, *nginxTotal)))
+		}
 	}
 	fmt.Print(b.String())
 	if *out != "" {
