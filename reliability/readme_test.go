@@ -17,6 +17,8 @@ func TestReadmeSnippetsAreExamples(t *testing.T) {
 		t.Fatal(err)
 	}
 	files, err := filepath.Glob("../*/example_test.go")
+	more, _ := filepath.Glob("../examples/*/example_test.go") // examples/fiber: its own module
+	files = append(files, more...)
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no example files: %v", err)
 	}

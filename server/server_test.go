@@ -245,3 +245,28 @@ func TestNewBadInput(t *testing.T) {
 		t.Error("missing namespace accepted")
 	}
 }
+
+// With Prefork and MetricsAddr, child k serves metrics on the port plus k,
+// so that each child can be scraped.
+func TestChildMetricsAddr(t *testing.T) {
+	for _, c := range []struct {
+		addr string
+		slot int
+		want string
+	}{
+		{"127.0.0.1:9100", -1, "127.0.0.1:9100"}, // not a child
+		{"127.0.0.1:9100", 0, "127.0.0.1:9100"},
+		{"127.0.0.1:9100", 3, "127.0.0.1:9103"},
+		{"[::1]:9100", 1, "[::1]:9101"},
+		{":9100", 2, ":9102"},
+		{"127.0.0.1:0", 2, "127.0.0.1:0"}, // each child gets a port of its own anyway
+	} {
+		got, err := childMetricsAddr(c.addr, c.slot)
+		if err != nil || got != c.want {
+			t.Errorf("childMetricsAddr(%q, %d) = %q, %v; want %q", c.addr, c.slot, got, err, c.want)
+		}
+	}
+	if _, err := childMetricsAddr("no-port", 1); err == nil {
+		t.Error("an address without a port accepted")
+	}
+}

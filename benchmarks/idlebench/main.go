@@ -348,8 +348,15 @@ func main() {
 	flag.Parse()
 	var b strings.Builder
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	fmt.Fprintf(&b, "Linux %s, %s, %d cores, %s; the clients alternated in each round (%d rounds against fasthttp, %d against nginx), totals over the rounds; `./bin/idlebench %s`.\n\n",
-		strings.TrimSpace(string(kernel)), runtime.Version(), runtime.NumCPU(), time.Now().UTC().Format("2006-01-02"), *rounds, *nginxRounds, strings.Join(os.Args[1:], " "))
+	var phases []string
+	if !*skipFasthttp {
+		phases = append(phases, fmt.Sprintf("%d rounds against fasthttp", *rounds))
+	}
+	if !*skipNginx {
+		phases = append(phases, fmt.Sprintf("%d against nginx", *nginxRounds))
+	}
+	fmt.Fprintf(&b, "Linux %s, %s, %d cores, %s; the clients alternated in each round (%s), totals over the rounds; `./bin/idlebench %s`.\n\n",
+		strings.TrimSpace(string(kernel)), runtime.Version(), runtime.NumCPU(), time.Now().UTC().Format("2006-01-02"), strings.Join(phases, ", "), strings.Join(os.Args[1:], " "))
 	if !*skipFasthttp {
 		b.WriteString(render("fasthttp upstream: IdleTimeout 50 ms, MaxRequestsPerConn 7; 16 workers firing together, pausing 0-80 ms; 3,000 GETs and 300 POSTs per client and round", fasthttpPhase(*rounds)))
 	}
