@@ -1,7 +1,7 @@
 # connopt: the two commands that matter are `make run` and `make test`.
 GO ?= go
 
-.PHONY: run proxy fiber connscale test soak vet bench bench-quick bench-go bench-http bench-listener bench-ports bench-sockpool bench-client bench-idle bench-batching bench-deps
+.PHONY: run proxy fiber connscale test soak vet bench bench-quick bench-go bench-http bench-listener bench-ports bench-sockpool bench-client bench-idle bench-handover bench-batching bench-deps
 
 ## run: the hello-world fasthttp server on connopt's listener, with /metrics, on 127.0.0.1:8080
 run:
@@ -48,7 +48,7 @@ vet:
 	cd examples/fiber && $(GO) vet ./...
 
 ## bench: every benchmark, about 18 minutes on 2 cores: the hello-world comparison, the harnesses, go test -bench
-bench: bench-http bench-ports bench-sockpool bench-client bench-idle bench-batching bench-go
+bench: bench-http bench-ports bench-sockpool bench-client bench-idle bench-handover bench-batching bench-go
 
 ## bench-quick: a half-minute subset: stock fasthttp vs connopt, keep-alive and churn, one round
 bench-quick: bench-deps
@@ -90,6 +90,11 @@ bench-client: bench-deps
 bench-idle: bench-deps
 	cd benchmarks && $(GO) build -o ../bin/idlebench ./idlebench
 	./bin/idlebench -out benchmarks/results/idle.md
+
+## bench-handover: clients during 60 hand-overs to a new process: fasthttp reuseport (stock), connopt server with its own sockets, connopt prefork (root)
+bench-handover:
+	cd benchmarks && $(GO) build -o ../bin/handoverbench ./handoverbench
+	./bin/handoverbench -handovers 20 -rounds 3 -out benchmarks/results/handover.md
 
 ## bench-batching: datagrams per second and syscalls per datagram, one write per datagram vs sendmmsg
 bench-batching:

@@ -123,7 +123,11 @@ func deadPooled(t *testing.T, watch bool) {
 				t.Fatalf("burst %d request %d: %d %v", b, i, status, err)
 			}
 		}
-		time.Sleep(30 * time.Millisecond)
+		// Three times the upstream's idle timeout: its FIN has arrived
+		// (with the watch, a FIN racing the next write is the residual
+		// race the assertion below must not meet; 30 ms was too close on
+		// a loaded machine).
+		time.Sleep(60 * time.Millisecond)
 	}
 	if got := gets.Load(); got != bursts*perBurst {
 		t.Fatalf("upstream saw %d GETs, want %d", got, bursts*perBurst)

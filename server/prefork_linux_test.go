@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/connopt/connopt/client"
 	"github.com/connopt/connopt/internal/nsexec"
+	"github.com/connopt/connopt/internal/procstat"
 	"github.com/connopt/connopt/internal/testkit"
 	"github.com/connopt/connopt/internal/testns"
 	"github.com/connopt/connopt/prefork"
@@ -60,32 +60,12 @@ func runServerPrefork() int {
 
 // outRsts is the namespace's count of RST segments sent (Tcp OutRsts):
 // by the servers and by the clients, since both are in it.
-func outRsts(t *testing.T, ns string) int {
+func outRsts(t *testing.T, ns string) int64 {
 	t.Helper()
-	var n int
-	err := nsexec.Do(ns, func() error {
-		b, err := os.ReadFile("/proc/thread-self/net/snmp")
-		if err != nil {
-			return err
-		}
-		var names []string
-		for _, line := range strings.Split(string(b), "\n") {
-			f := strings.Fields(line)
-			if len(f) == 0 || f[0] != "Tcp:" {
-				continue
-			}
-			if names == nil {
-				names = f
-				continue
-			}
-			for i, name := range names {
-				if name == "OutRsts" {
-					n, err = strconv.Atoi(f[i])
-					return err
-				}
-			}
-		}
-		return errors.New("no Tcp OutRsts in snmp")
+	var n int64
+	err := nsexec.Do(ns, func() (err error) {
+		n, err = procstat.NetCounter("Tcp", "OutRsts")
+		return err
 	})
 	if err != nil {
 		t.Fatal(err)

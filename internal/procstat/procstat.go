@@ -60,3 +60,34 @@ func CPUTicks(pid int) (float64, error) {
 	s, _ := strconv.ParseFloat(f[12], 64)
 	return u + s, nil
 }
+
+// NetCounter returns a counter of the calling thread's network namespace
+// from /proc/thread-self/net/snmp or netstat: group "Tcp" or "TcpExt" (and
+// the others those files have), name "OutRsts", "TCPAbortOnData", …. Call
+// it inside nsexec.Do to read another namespace's.
+func NetCounter(group, name string) (int64, error) {
+	for _, file := range []string{"snmp", "netstat"} {
+		b, err := os.ReadFile("/proc/thread-self/net/" + file)
+		if err != nil {
+			return 0, err
+		}
+		var names []string
+		for line := range strings.SplitSeq(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) == 0 || f[0] != group+":" {
+				continue
+			}
+			if names == nil {
+				names = f
+				continue
+			}
+			for i, n := range names {
+				if n == name && i < len(f) {
+					return strconv.ParseInt(f[i], 10, 64)
+				}
+			}
+			names = nil
+		}
+	}
+	return 0, fmt.Errorf("no %s %s counter in /proc/thread-self/net", group, name)
+}

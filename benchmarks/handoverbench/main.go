@@ -1,0 +1,337 @@
+// Command handoverbench measures what clients see while a server hands
+// over to a new process, the same load against three ways of doing it,
+// alternated in one run:
+//
+//   - "fasthttp reuseport" (the stock control): the new process listens
+//     with fasthttp's reuseport.Listen beside the old one, then the old one
+//     gets SIGTERM and calls fasthttp's Shutdown. Connections queued on the
+//     old socket when it closes are reset; idle keep-alive connections are
+//     closed under their clients.
+//   - "connopt server, own sockets": server.New (SO_REUSEPORT, a socket per
+//     process) handing over the same way: its stop drains keep-alive
+//     connections, but its queue still dies with its socket.
+//   - "connopt prefork": server.New with Prefork, SIGHUP to the supervisor:
+//     the sockets stay open in the supervisor across generations.
+//
+// Everything runs in a network namespace the harness makes (root), so that
+// the namespace's RST counter counts both ends and nothing else. The load is
+// three workers making GETs on new connections and three keep-alive
+// fasthttp.HostClients, none retrying a failed request.
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/reuseport"
+
+	"github.com/connopt/connopt/client"
+	"github.com/connopt/connopt/internal/nsexec"
+	"github.com/connopt/connopt/internal/procstat"
+	"github.com/connopt/connopt/prefork"
+	"github.com/connopt/connopt/server"
+)
+
+const addr = "127.0.0.1:8089" // inside the harness's namespace
+
+var modes = []string{"fasthttp reuseport", "connopt server, own sockets", "connopt prefork"}
+
+func hello(ctx *fasthttp.RequestCtx) { fmt.Fprintf(ctx, "pid %d", os.Getpid()) }
+
+// serve is a server process's role.
+func serve(role string) error {
+	switch role {
+	case "fasthttp":
+		ln, err := reuseport.Listen("tcp4", addr)
+		if err != nil {
+			return err
+		}
+		s := &fasthttp.Server{Handler: hello}
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+		defer stop()
+		go func() { <-ctx.Done(); s.Shutdown() }()
+		fmt.Println("ready")
+		return s.Serve(ln)
+	case "connopt":
+		s, err := server.New(hello, server.Config{Addr: addr, Shards: 1, DisableMetrics: true})
+		if err != nil {
+			return err
+		}
+		fmt.Println("ready")
+		return s.Run(context.Background())
+	case "prefork":
+		s, err := server.New(hello, server.Config{Addr: addr, DisableMetrics: true,
+			Prefork: &prefork.Config{Children: 2}, Logger: log.New(os.Stdout, "", 0)})
+		if err != nil {
+			return err
+		}
+		return s.Run(context.Background())
+	}
+	return fmt.Errorf("unknown role %q", role)
+}
+
+// proc is a server process started in the namespace, its output read for
+// lines.
+type proc struct {
+	cmd   *exec.Cmd
+	lines chan string
+}
+
+func start(ns, role string) *proc {
+	exe, err := os.Executable()
+	if err != nil {
+		log.Fatal(err)
+	}
+	cmd := exec.Command("ip", "netns", "exec", ns, exe, "-role", role)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		log.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		log.Fatal(err)
+	}
+	p := &proc{cmd: cmd, lines: make(chan string, 64)}
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			p.lines <- sc.Text()
+		}
+		close(p.lines)
+	}()
+	return p
+}
+
+func (p *proc) wait(re *regexp.Regexp) {
+	timeout := time.After(60 * time.Second)
+	for {
+		select {
+		case l, ok := <-p.lines:
+			if !ok {
+				log.Fatalf("server output ended before %q", re)
+			}
+			if re.MatchString(l) {
+				return
+			}
+		case <-timeout:
+			log.Fatalf("no %q within 60 s", re)
+		}
+	}
+}
+
+func (p *proc) stop() {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	p.cmd.Wait()
+}
+
+type result struct {
+	ok, failedNew, failedKeepAlive, resets atomic.Int64
+	rsts                                   int64
+	elapsed                                time.Duration
+	mu                                     sync.Mutex
+	sample                                 []string
+}
+
+func (r *result) record(keepAlive bool, body []byte, err error) {
+	if err == nil && !strings.HasPrefix(string(body), "pid ") {
+		err = fmt.Errorf("body %q", body)
+	}
+	if err == nil {
+		r.ok.Add(1)
+		return
+	}
+	if keepAlive {
+		r.failedKeepAlive.Add(1)
+	} else {
+		r.failedNew.Add(1)
+	}
+	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		r.resets.Add(1)
+	}
+	r.mu.Lock()
+	if len(r.sample) < 3 {
+		r.sample = append(r.sample, err.Error())
+	}
+	r.mu.Unlock()
+}
+
+func newConnGet(d *client.Dialer) ([]byte, error) {
+	c, err := d.DialTimeout(addr, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); err != nil {
+		return nil, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	return io.ReadAll(resp.Body)
+}
+
+func rsts(ns string) int64 {
+	var n int64
+	if err := nsexec.Do(ns, func() (err error) { n, err = procstat.NetCounter("Tcp", "OutRsts"); return err }); err != nil {
+		log.Fatal(err)
+	}
+	return n
+}
+
+// run hands over handovers times under load and returns what the clients
+// saw.
+func run(ns, mode string, handovers int) *result {
+	var cur *proc
+	var handover func()
+	switch mode {
+	case "connopt prefork":
+		cur = start(ns, "prefork")
+		cur.wait(regexp.MustCompile(`generation 1 ready`))
+		gen := 1
+		handover = func() {
+			gen++
+			cur.cmd.Process.Signal(syscall.SIGHUP)
+			cur.wait(regexp.MustCompile(fmt.Sprintf(`generation %d stopped`, gen-1)))
+		}
+	default:
+		role := map[string]string{"fasthttp reuseport": "fasthttp", "connopt server, own sockets": "connopt"}[mode]
+		cur = start(ns, role)
+		cur.wait(regexp.MustCompile(`^ready$`))
+		handover = func() {
+			next := start(ns, role)
+			next.wait(regexp.MustCompile(`^ready$`))
+			cur.stop()
+			cur = next
+		}
+	}
+	d, err := client.NewDialer(client.Config{Namespace: ns})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer d.Close()
+	r := &result{}
+	before := rsts(ns)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				body, err := newConnGet(d)
+				r.record(false, body, err)
+			}
+		})
+		hc := &fasthttp.HostClient{Addr: addr, Dial: d.Dial, MaxConns: 1, MaxIdemponentCallAttempts: 1,
+			ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second}
+		wg.Go(func() {
+			defer hc.CloseIdleConnections()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				_, body, err := hc.Get(nil, "http://"+addr+"/")
+				r.record(true, body, err)
+			}
+		})
+	}
+	t0 := time.Now()
+	for range handovers {
+		n := r.ok.Load()
+		handover()
+		for r.ok.Load() < n+200 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	r.elapsed = time.Since(t0)
+	close(stop)
+	wg.Wait()
+	r.rsts = rsts(ns) - before
+	cur.stop()
+	return r
+}
+
+func main() {
+	role := flag.String("role", "", "internal: run as a server process")
+	handovers := flag.Int("handovers", 20, "hand-overs per mode and round")
+	rounds := flag.Int("rounds", 2, "alternated rounds")
+	out := flag.String("out", "", "also write the table to this file")
+	flag.Parse()
+	if *role != "" {
+		if err := serve(*role); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
+	if os.Geteuid() != 0 {
+		log.Fatal("handoverbench needs root: it makes a network namespace")
+	}
+	ns := fmt.Sprintf("connopt-handoverbench-%d", os.Getpid())
+	if err := nsexec.Create(ns, nil); err != nil {
+		log.Fatal(err)
+	}
+	defer nsexec.Delete(ns)
+
+	total := map[string]*result{}
+	for round := range *rounds {
+		for _, m := range modes {
+			r := run(ns, m, *handovers)
+			fmt.Fprintf(os.Stderr, "round %d, %-28s %d answered, failed new %d, failed keep-alive %d, resets %d, RSTs %d, %v %v\n",
+				round+1, m, r.ok.Load(), r.failedNew.Load(), r.failedKeepAlive.Load(), r.resets.Load(), r.rsts, r.elapsed.Round(time.Millisecond), r.sample)
+			t := total[m]
+			if t == nil {
+				t = &result{}
+				total[m] = t
+			}
+			t.ok.Add(r.ok.Load())
+			t.failedNew.Add(r.failedNew.Load())
+			t.failedKeepAlive.Add(r.failedKeepAlive.Load())
+			t.resets.Add(r.resets.Load())
+			t.rsts += r.rsts
+			t.elapsed += r.elapsed
+		}
+	}
+	var b strings.Builder
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	n := *rounds * *handovers
+	fmt.Fprintf(&b, "Linux %s, %s, %d cores, %s; %d hand-overs per way (%d rounds of %d, the ways alternated), 3 new-connection GET workers and 3 keep-alive `fasthttp.HostClient`s with retries off, in a namespace of the harness's; `./bin/handoverbench %s`.\n\n",
+		strings.TrimSpace(string(kernel)), runtime.Version(), runtime.NumCPU(), time.Now().UTC().Format("2006-01-02"), n, *rounds, *handovers, strings.Join(os.Args[1:], " "))
+	b.WriteString("| hand-over | requests answered | failed, new connection | failed, keep-alive | of which reset | RSTs sent (namespace) | failed per hand-over | time per hand-over |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, m := range modes {
+		t := total[m]
+		failed := t.failedNew.Load() + t.failedKeepAlive.Load()
+		fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %d | %.2f | %v |\n", m, t.ok.Load(), t.failedNew.Load(), t.failedKeepAlive.Load(),
+			t.resets.Load(), t.rsts, float64(failed)/float64(n), (t.elapsed / time.Duration(n)).Round(time.Millisecond))
+	}
+	fmt.Print(b.String())
+	if *out != "" {
+		if err := os.WriteFile(*out, []byte(b.String()), 0o644); err != nil {
+			log.Fatal(err)
+		}
+	}
+}
