@@ -8,12 +8,13 @@
 //   - zero means the documented default;
 //   - a negative number turns off a feature that is on by default, where the
 //     field says so (Options.KeepAlive, listener.Config.DeferAccept,
-//     ports.Config.Aging), and is ErrInvalidConfig everywhere else;
+//     ports.Config.Aging, server.Config.DrainTimeout), and is
+//     ErrInvalidConfig everywhere else;
 //   - a boolean's zero value is the default, and setting it does what its
 //     name says (Nagle, listener.Config.ReusePort, server.Config.DisableMetrics).
 //
 // Invalid values are reported by the constructor (listener.Listen,
-// sockpool.New, client.NewDialer, server.New), with an error that matches
+// sockpool.New, client.NewDialer, server.New, prefork.New), with an error that matches
 // ErrInvalidConfig and names the field.
 package sockopt
 
