@@ -22,20 +22,15 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"regexp"
 	"runtime"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -43,6 +38,7 @@ import (
 	"github.com/valyala/fasthttp/reuseport"
 
 	"github.com/connopt/connopt/client"
+	"github.com/connopt/connopt/internal/httpload"
 	"github.com/connopt/connopt/internal/nsexec"
 	"github.com/connopt/connopt/internal/procstat"
 	"github.com/connopt/connopt/prefork"
@@ -142,52 +138,10 @@ func (p *proc) stop() {
 }
 
 type result struct {
-	ok, failedNew, failedKeepAlive, resets atomic.Int64
+	ok, failedNew, failedKeepAlive, resets int64
 	rsts                                   int64
 	elapsed                                time.Duration
-	mu                                     sync.Mutex
-	sample                                 []string
-}
-
-func (r *result) record(keepAlive bool, body []byte, err error) {
-	if err == nil && !strings.HasPrefix(string(body), "pid ") {
-		err = fmt.Errorf("body %q", body)
-	}
-	if err == nil {
-		r.ok.Add(1)
-		return
-	}
-	if keepAlive {
-		r.failedKeepAlive.Add(1)
-	} else {
-		r.failedNew.Add(1)
-	}
-	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
-		r.resets.Add(1)
-	}
-	r.mu.Lock()
-	if len(r.sample) < 3 {
-		r.sample = append(r.sample, err.Error())
-	}
-	r.mu.Unlock()
-}
-
-func newConnGet(d *client.Dialer) ([]byte, error) {
-	c, err := d.DialTimeout(addr, 5*time.Second)
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); err != nil {
-		return nil, err
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	return io.ReadAll(resp.Body)
+	errs                                   []string
 }
 
 func rsts(ns string) int64 {
@@ -229,48 +183,20 @@ func run(ns, mode string, handovers int) *result {
 		log.Fatal(err)
 	}
 	defer d.Close()
-	r := &result{}
 	before := rsts(ns)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 3 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				body, err := newConnGet(d)
-				r.record(false, body, err)
-			}
-		})
-		hc := &fasthttp.HostClient{Addr: addr, Dial: d.Dial, MaxConns: 1, MaxIdemponentCallAttempts: 1,
-			ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second}
-		wg.Go(func() {
-			defer hc.CloseIdleConnections()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				_, body, err := hc.Get(nil, "http://"+addr+"/")
-				r.record(true, body, err)
-			}
-		})
-	}
+	load := httpload.Start(addr, d.Dial, 3, "pid ")
 	t0 := time.Now()
 	for range handovers {
-		n := r.ok.Load()
+		n := load.OK.Load()
 		handover()
-		for r.ok.Load() < n+200 {
+		for load.OK.Load() < n+200 {
 			time.Sleep(time.Millisecond)
 		}
 	}
-	r.elapsed = time.Since(t0)
-	close(stop)
-	wg.Wait()
+	r := &result{elapsed: time.Since(t0)}
+	load.Stop()
+	r.ok, r.failedNew, r.failedKeepAlive, r.resets = load.OK.Load(), load.FailedNew.Load(), load.FailedKeepAlive.Load(), load.Resets.Load()
+	r.errs = load.Errors()
 	r.rsts = rsts(ns) - before
 	cur.stop()
 	return r
@@ -302,16 +228,16 @@ func main() {
 		for _, m := range modes {
 			r := run(ns, m, *handovers)
 			fmt.Fprintf(os.Stderr, "round %d, %-28s %d answered, failed new %d, failed keep-alive %d, resets %d, RSTs %d, %v %v\n",
-				round+1, m, r.ok.Load(), r.failedNew.Load(), r.failedKeepAlive.Load(), r.resets.Load(), r.rsts, r.elapsed.Round(time.Millisecond), r.sample)
+				round+1, m, r.ok, r.failedNew, r.failedKeepAlive, r.resets, r.rsts, r.elapsed.Round(time.Millisecond), r.errs)
 			t := total[m]
 			if t == nil {
 				t = &result{}
 				total[m] = t
 			}
-			t.ok.Add(r.ok.Load())
-			t.failedNew.Add(r.failedNew.Load())
-			t.failedKeepAlive.Add(r.failedKeepAlive.Load())
-			t.resets.Add(r.resets.Load())
+			t.ok += r.ok
+			t.failedNew += r.failedNew
+			t.failedKeepAlive += r.failedKeepAlive
+			t.resets += r.resets
 			t.rsts += r.rsts
 			t.elapsed += r.elapsed
 		}
@@ -324,9 +250,9 @@ func main() {
 	b.WriteString("| hand-over | requests answered | failed, new connection | failed, keep-alive | of which reset | RSTs sent (namespace) | failed per hand-over | time per hand-over |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, m := range modes {
 		t := total[m]
-		failed := t.failedNew.Load() + t.failedKeepAlive.Load()
-		fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %d | %.2f | %v |\n", m, t.ok.Load(), t.failedNew.Load(), t.failedKeepAlive.Load(),
-			t.resets.Load(), t.rsts, float64(failed)/float64(n), (t.elapsed / time.Duration(n)).Round(time.Millisecond))
+		failed := t.failedNew + t.failedKeepAlive
+		fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %d | %.2f | %v |\n", m, t.ok, t.failedNew, t.failedKeepAlive,
+			t.resets, t.rsts, float64(failed)/float64(n), (t.elapsed / time.Duration(n)).Round(time.Millisecond))
 	}
 	fmt.Print(b.String())
 	if *out != "" {
