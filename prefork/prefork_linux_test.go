@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -79,19 +77,10 @@ func ready(t *testing.T, h *testkit.Helper, from, gen int) (addr string, pids [2
 // answered.
 func get(t *testing.T, addr string) int {
 	t.Helper()
-	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
-	resp, err := c.Get("http://" + addr + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := pidBody.FindStringSubmatch(string(b))
+	_, body := testkit.Get(t, "http://"+addr+"/")
+	m := pidBody.FindStringSubmatch(body)
 	if m == nil {
-		t.Fatalf("response %q", b)
+		t.Fatalf("response %q", body)
 	}
 	pid, _ := strconv.Atoi(m[1])
 	return pid

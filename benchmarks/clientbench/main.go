@@ -70,9 +70,7 @@ func main() {
 		}
 	}
 	var b strings.Builder
-	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	fmt.Fprintf(&b, "Linux %s, %s, %d cores, %s; medians of %d alternated rounds.\n\n",
-		strings.TrimSpace(string(kernel)), runtime.Version(), runtime.NumCPU(), time.Now().UTC().Format("2006-01-02"), *rounds)
+	fmt.Fprintf(&b, "%s; medians of %d alternated rounds.\n\n", measure.Machine(), *rounds)
 	b.WriteString(syscallPhase(*n, *rounds))
 	b.WriteString(namespacePhase(*rounds))
 	b.WriteString(runFillInNamespace(*rounds))

@@ -29,7 +29,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"regexp"
-	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -37,6 +36,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/reuseport"
 
+	"github.com/connopt/connopt/benchmarks/internal/measure"
 	"github.com/connopt/connopt/client"
 	"github.com/connopt/connopt/internal/httpload"
 	"github.com/connopt/connopt/internal/nsexec"
@@ -243,10 +243,9 @@ func main() {
 		}
 	}
 	var b strings.Builder
-	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	n := *rounds * *handovers
-	fmt.Fprintf(&b, "Linux %s, %s, %d cores, %s; %d hand-overs per way (%d rounds of %d, the ways alternated), 3 new-connection GET workers and 3 keep-alive `fasthttp.HostClient`s with retries off, in a namespace of the harness's; `./bin/handoverbench %s`.\n\n",
-		strings.TrimSpace(string(kernel)), runtime.Version(), runtime.NumCPU(), time.Now().UTC().Format("2006-01-02"), n, *rounds, *handovers, strings.Join(os.Args[1:], " "))
+	fmt.Fprintf(&b, "%s; %d hand-overs per way (%d rounds of %d, the ways alternated), 3 new-connection GET workers and 3 keep-alive `fasthttp.HostClient`s with retries off, in a namespace of the harness's; `./bin/handoverbench %s`.\n\n",
+		measure.Machine(), n, *rounds, *handovers, strings.Join(os.Args[1:], " "))
 	b.WriteString("| hand-over | requests answered | failed, new connection | failed, keep-alive | of which reset | RSTs sent (namespace) | failed per hand-over | time per hand-over |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, m := range modes {
 		t := total[m]

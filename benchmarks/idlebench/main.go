@@ -34,7 +34,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,6 +42,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/connopt/connopt/benchmarks/internal/measure"
 	"github.com/connopt/connopt/client"
 )
 
@@ -347,7 +347,6 @@ func main() {
 	out := flag.String("out", "", "also write the tables to this file")
 	flag.Parse()
 	var b strings.Builder
-	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	var phases []string
 	if !*skipFasthttp {
 		phases = append(phases, fmt.Sprintf("%d rounds against fasthttp", *rounds))
@@ -355,8 +354,8 @@ func main() {
 	if !*skipNginx {
 		phases = append(phases, fmt.Sprintf("%d against nginx", *nginxRounds))
 	}
-	fmt.Fprintf(&b, "Linux %s, %s, %d cores, %s; the clients alternated in each round (%s), totals over the rounds; `./bin/idlebench %s`.\n\n",
-		strings.TrimSpace(string(kernel)), runtime.Version(), runtime.NumCPU(), time.Now().UTC().Format("2006-01-02"), strings.Join(phases, ", "), strings.Join(os.Args[1:], " "))
+	fmt.Fprintf(&b, "%s; the clients alternated in each round (%s), totals over the rounds; `./bin/idlebench %s`.\n\n",
+		measure.Machine(), strings.Join(phases, ", "), strings.Join(os.Args[1:], " "))
 	if !*skipFasthttp {
 		b.WriteString(render("fasthttp upstream: IdleTimeout 50 ms, MaxRequestsPerConn 7; 16 workers firing together, pausing 0-80 ms; 3,000 GETs and 300 POSTs per client and round", fasthttpPhase(*rounds)))
 	}

@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"regexp"
 	"strconv"
@@ -27,21 +25,6 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func get(t *testing.T, url string) (int, string) {
-	t.Helper()
-	c := &http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, string(b)
-}
-
 // The app on connopt's listener answers as on net.Listen (the control), and
 // /metrics counts what Fiber sent: 200, the 404 of no route, the 500 of a
 // panic.
@@ -61,7 +44,7 @@ func TestAppOnConnoptListener(t *testing.T) {
 		go func() { done <- serve(ctx, ln) }()
 		base := "http://" + ln.Addr().String()
 		for path, want := range map[string]int{"/": 200, "/missing": 404, "/panic": 500} {
-			code, body := get(t, base+path)
+			code, body := testkit.Get(t, base+path)
 			if code != want {
 				t.Errorf("%T %s: %d %q, want %d", ln, path, code, body, want)
 			}
@@ -69,7 +52,7 @@ func TestAppOnConnoptListener(t *testing.T) {
 				t.Errorf("%T: body %q", ln, body)
 			}
 		}
-		_, metrics = get(t, base+"/metrics")
+		_, metrics = testkit.Get(t, base+"/metrics")
 		cancel()
 		testkit.Returns(t, done, 10*time.Second, fmt.Sprintf("serve on %T", ln))
 	}
@@ -95,7 +78,7 @@ func TestPrefork(t *testing.T) {
 	h := testkit.StartHelper(t, "fiber-prefork", nil, nil)
 	m, next := h.Wait(t, 0, regexp.MustCompile(`prefork: generation 1 ready on (\S+): pids \[(\d+) (\d+)\]`), 60*time.Second)
 	base := "http://" + m[1]
-	if code, body := get(t, base+"/"); code != 200 || body != "Hello, World!" {
+	if code, body := testkit.Get(t, base+"/"); code != 200 || body != "Hello, World!" {
 		t.Fatalf("%d %q", code, body)
 	}
 	pid, _ := strconv.Atoi(m[2])
@@ -108,7 +91,7 @@ func TestPrefork(t *testing.T) {
 	}
 	_, next = h.Wait(t, next, regexp.MustCompile(`prefork: generation 1 stopped`), 60*time.Second)
 	for range 20 {
-		if code, _ := get(t, base+"/"); code != 200 {
+		if code, _ := testkit.Get(t, base+"/"); code != 200 {
 			t.Fatalf("after the hand-over: %d", code)
 		}
 	}

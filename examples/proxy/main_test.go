@@ -37,19 +37,7 @@ func TestProxyEndToEnd(t *testing.T) {
 		t.Skipf("something listens on %s in the host namespace", upstream)
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	addrc := make(chan net.Addr, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, Config{Addr: "127.0.0.1:0", Upstream: upstream, Namespace: ns, Limit: 64}, func(a net.Addr) { addrc <- a })
-	}()
-	var addr string
-	select {
-	case a := <-addrc:
-		addr = a.String()
-	case err := <-done:
-		t.Fatalf("run: %v", err)
-	}
+	addr, cancel, done := startProxy(t, Config{Addr: "127.0.0.1:0", Upstream: upstream, Namespace: ns, Limit: 64})
 	hc := &fasthttp.HostClient{Addr: addr}
 	defer hc.CloseIdleConnections()
 	for i := range 20 {
@@ -83,4 +71,21 @@ func TestProxyEndToEnd(t *testing.T) {
 
 	cancel()
 	testkit.Returns(t, done, 15*time.Second, "graceful stop")
+}
+
+// startProxy runs the proxy until cancel; done delivers run's result.
+func startProxy(t *testing.T, cfg Config) (addr string, cancel func(), done <-chan error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	addrc := make(chan net.Addr, 1)
+	errc := make(chan error, 1)
+	go func() { errc <- run(ctx, cfg, func(a net.Addr) { addrc <- a }) }()
+	select {
+	case a := <-addrc:
+		return a.String(), cancel, errc
+	case err := <-errc:
+		cancel()
+		t.Fatalf("run: %v", err)
+		return "", nil, nil
+	}
 }

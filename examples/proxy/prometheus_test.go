@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -113,9 +112,6 @@ func TestPrometheusDashboardAndRules(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stopUpstream()
-	ctx, cancel := context.WithCancel(context.Background())
-	addrc := make(chan net.Addr, 1)
-	done := make(chan error, 1)
 	panicky := func(next fasthttp.RequestHandler) fasthttp.RequestHandler {
 		return func(ctx *fasthttp.RequestCtx) {
 			if string(ctx.Path()) == "/panic" {
@@ -124,17 +120,7 @@ func TestPrometheusDashboardAndRules(t *testing.T) {
 			next(ctx)
 		}
 	}
-	go func() {
-		done <- run(ctx, Config{Addr: "127.0.0.1:0", Upstream: upstream, Namespace: ns, Limit: 64, Inner: middleware.Middleware(panicky)},
-			func(a net.Addr) { addrc <- a })
-	}()
-	var addr string
-	select {
-	case a := <-addrc:
-		addr = a.String()
-	case err := <-done:
-		t.Fatalf("run: %v", err)
-	}
+	addr, cancel, done := startProxy(t, Config{Addr: "127.0.0.1:0", Upstream: upstream, Namespace: ns, Limit: 64, Inner: middleware.Middleware(panicky)})
 	defer func() {
 		cancel()
 		<-done
