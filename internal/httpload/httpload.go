@@ -137,4 +137,3 @@ func newConnGet(dial fasthttp.DialFunc, addr string) ([]byte, error) {
 	}
 	return body, err
 }
-
