@@ -22,6 +22,10 @@
 // sends on one at that moment retries (fasthttp's client does for
 // idempotent requests).
 //
+// Both generations run during a hand-over: anything else a child binds on
+// a fixed port must let the next generation bind it too (SO_REUSEPORT), or
+// the new child fails to start and the hand-over is abandoned.
+//
 // fasthttp's prefork package and Fiber's Prefork option each open their
 // own listeners and cannot take connopt's; this package replaces them for
 // both (see the README).

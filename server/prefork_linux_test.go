@@ -37,10 +37,11 @@ func runServerPrefork() int {
 	s, err := New(func(ctx *fasthttp.RequestCtx) {
 		fmt.Fprintf(ctx, "pid %d", os.Getpid())
 	}, Config{
-		Addr:      "127.0.0.1:0",
-		Namespace: os.Getenv(nsEnv),
-		Prefork:   &prefork.Config{Children: 2, StopTimeout: 10 * time.Second},
-		Logger:    log.New(os.Stderr, "", log.LstdFlags),
+		Addr:        "127.0.0.1:0",
+		MetricsAddr: "127.0.0.1:9300", // child k on 9300+k, in the test's own namespace
+		Namespace:   os.Getenv(nsEnv),
+		Prefork:     &prefork.Config{Children: 2, StopTimeout: 10 * time.Second},
+		Logger:      log.New(os.Stderr, "", log.LstdFlags),
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "helper:", err)
@@ -85,6 +86,16 @@ func TestPreforkHandoverLosesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
+	// Each child serves its metrics on a port of its own.
+	for k := range 2 {
+		maddr := fmt.Sprintf("127.0.0.1:%d", 9300+k)
+		hc := &fasthttp.HostClient{Addr: maddr, Dial: d.Dial}
+		status, body, err := hc.GetTimeout(nil, "http://"+maddr+"/metrics", 5*time.Second)
+		hc.CloseIdleConnections()
+		if err != nil || status != 200 || !strings.Contains(string(body), "connopt_listener_accepted_connections_total") {
+			t.Fatalf("child %d's metrics on %s: %d %v", k, maddr, status, err)
+		}
+	}
 	rsts := outRsts(t, ns.Path())
 	load := httpload.Start(addr, d.Dial, 3, "pid ")
 

@@ -117,7 +117,8 @@ type Config struct {
 	// graceful stop. Shards is not used; Prefork.Listener,
 	// Prefork.DisableSignals and a nil Prefork.Logger are taken from
 	// this Config. With MetricsAddr, child k serves metrics on its port
-	// plus k, so each child can be scraped.
+	// plus k (with SO_REUSEPORT, so that the next generation's child k can
+	// bind it while this one stops), so each child can be scraped.
 	Prefork *prefork.Config
 	// DisableSignals stops Run from treating SIGINT and SIGTERM as a stop.
 	DisableSignals bool
@@ -218,7 +219,10 @@ func New(handler fasthttp.RequestHandler, cfg Config) (*Server, error) {
 			if err != nil {
 				return err
 			}
-			s.metricsLn, err = listener.Listen("tcp", addr, listener.Config{Metrics: lc.Metrics, WrapConns: lc.WrapConns})
+			// A prefork child's metrics socket is its own, and the next
+			// generation binds the same port while this one still serves:
+			// SO_REUSEPORT lets both.
+			s.metricsLn, err = listener.Listen("tcp", addr, listener.Config{Metrics: lc.Metrics, WrapConns: lc.WrapConns, ReusePort: cfg.Prefork != nil})
 			return err
 		}
 		return nil
