@@ -206,6 +206,13 @@ func TestPrometheusDashboardAndRules(t *testing.T) {
 	}
 	exposition, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	series := 0
+	for _, line := range strings.Split(string(exposition), "\n") {
+		if strings.HasPrefix(line, "connopt_") {
+			series++
+		}
+	}
+	t.Logf("the proxy exposes %d connopt_* series (GET traffic only)", series)
 	check := exec.Command("promtool", "check", "metrics")
 	check.Stdin = bytes.NewReader(exposition)
 	if out, err := check.CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) != 0 {
