@@ -26,6 +26,10 @@ var slot = func() int {
 	if err != nil || n < 0 {
 		return -1
 	}
+	// Inherited descriptors are not close-on-exec: keep them from
+	// programs this child runs.
+	syscall.CloseOnExec(listenFD)
+	syscall.CloseOnExec(readyFD)
 	return n
 }()
 
