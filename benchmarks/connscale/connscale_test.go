@@ -69,6 +69,14 @@ func TestSmallRun(t *testing.T) {
 	if s.pongs != s.pings || s.pongs < 2000*3 || s.timeouts != 0 {
 		t.Fatalf("pings %d pongs %d timeouts %d", s.pings, s.pongs, s.timeouts)
 	}
+	// As root, the kernel's share: 2,000 connections (4,000 sockets) grow
+	// the TCP slab cache by at least a TCP socket's size each.
+	if os.Geteuid() == 0 {
+		_, delta, total := slabDelta(s.slabBase, s.slabPeak)
+		if total <= 0 || delta["TCP"] < 2000*2000 || !strings.Contains(s.table(), "kernel slab memory per connection") {
+			t.Fatalf("slab growth %d B in all, %d B in TCP, for 2,000 connections", total, delta["TCP"])
+		}
+	}
 	var histTotal uint64
 	for _, c := range s.hist {
 		histTotal += c

@@ -15,6 +15,7 @@ import (
 
 	"github.com/connopt/connopt/benchmarks/internal/measure"
 	"github.com/connopt/connopt/internal/nsexec"
+	"github.com/connopt/connopt/internal/procstat"
 )
 
 type runOpts struct {
@@ -46,6 +47,24 @@ type summary struct {
 	servers, clients         int
 	elapsed                  time.Duration
 	kernelTCP                uint64 // bytes of TCP buffers in the kernel at peak (loopback runs)
+	// Slab caches (procstat.Slabs) before the servers start and at the
+	// clients' peak: what the kernel spends per connection, by cache.
+	slabBase, slabPeak map[string]uint64
+}
+
+// slabDelta is the growth of each slab cache from base to peak, largest
+// first, and the total.
+func slabDelta(base, peak map[string]uint64) (caches []string, delta map[string]int64, total int64) {
+	delta = map[string]int64{}
+	for name, b := range peak {
+		if d := int64(b) - int64(base[name]); d != 0 {
+			delta[name] = d
+			total += d
+			caches = append(caches, name)
+		}
+	}
+	sort.Slice(caches, func(i, j int) bool { return delta[caches[i]] > delta[caches[j]] })
+	return caches, delta, total
 }
 
 // kernelTCPBytes reads the TCP "mem" pages of /proc/net/sockstat: socket
@@ -83,6 +102,13 @@ func (s summary) table() string {
 	fmt.Fprintf(&b, "| memory per connection, server / client (RSS) | %s / %s |\n", perConn(s.serverRSS, s.peakServerOpen), perConn(s.clientRSS, s.peakOpen))
 	if s.kernelTCP > 0 {
 		fmt.Fprintf(&b, "| kernel TCP buffers per socket (both ends) | %s |\n", perConn(s.kernelTCP, 2*s.peakOpen))
+	}
+	if s.slabBase != nil && s.slabPeak != nil && s.peakOpen > 0 {
+		caches, delta, total := slabDelta(s.slabBase, s.slabPeak)
+		fmt.Fprintf(&b, "| kernel slab memory per connection, both ends (/proc/slabinfo, peak minus start) | %s |\n", perConn(uint64(max(total, 0)), s.peakOpen))
+		for _, c := range caches[:min(len(caches), 8)] {
+			fmt.Fprintf(&b, "| &nbsp;&nbsp;of which %s | %.0f B |\n", c, float64(delta[c])/float64(s.peakOpen))
+		}
 	}
 	fmt.Fprintf(&b, "| workers (server / client processes) | %d / %d |\n| elapsed | %v |\n", s.servers, s.clients, s.elapsed.Round(time.Second))
 	if len(s.reasons) > 0 {
@@ -240,6 +266,10 @@ func runExperiment(o runOpts) (summary, error) {
 		wg.Wait()
 	}()
 
+	// The kernel's slab caches before anything is started (nil without
+	// root: the summary then leaves the split out).
+	slabBase, _ := procstat.Slabs()
+
 	// Servers: the first picks the port (loopback) or 9100 (own namespace).
 	serverNS, serverAddr := "", "127.0.0.1:0"
 	if topo != nil {
@@ -287,7 +317,7 @@ func runExperiment(o runOpts) (summary, error) {
 		}
 	}
 
-	s := summary{opts: o, servers: nServers, clients: nClients, reasons: map[string]uint64{}, hist: map[int]uint64{}}
+	s := summary{opts: o, servers: nServers, clients: nClients, reasons: map[string]uint64{}, hist: map[int]uint64{}, slabBase: slabBase}
 	latest := map[string]report{}
 	finals := 0
 	deadline := time.After(time.Duration(o.conns/o.rate+1)*time.Second + o.hold + o.interval + 2*time.Minute)
@@ -335,6 +365,9 @@ func runExperiment(o runOpts) (summary, error) {
 				s.peakOpen, s.clientRSS = open, cliRSS
 				if topo == nil {
 					s.kernelTCP = kernelTCPBytes()
+				}
+				if slabBase != nil {
+					s.slabPeak, _ = procstat.Slabs()
 				}
 			}
 			if srvOpen >= s.peakServerOpen {

@@ -87,6 +87,11 @@ func runServerWorker(id int, addr string, stop <-chan struct{}) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(ln.Metrics())
 	gauge(reg, "connscale_server_pings_total", "Pings answered.", func() float64 { return float64(pings.Load()) })
+	if id == 0 {
+		// The kernel's slab caches are the machine's, not a worker's: one
+		// worker exposes them.
+		reg.MustRegister(slabCollector{})
+	}
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -317,5 +322,24 @@ func pinger(ctx context.Context, d *client.Dialer, o clientOpts, s *clientStats)
 		s.rttProm.Observe(rtt.Seconds())
 		s.pongs.Add(1)
 		t.Reset(o.interval)
+	}
+}
+
+// slabCollector exposes /proc/slabinfo as connscale_kernel_slab_bytes{cache}
+// at scrape time (root only; nothing without it). Divided by the open
+// connections, its growth is the kernel's cost per connection.
+type slabCollector struct{}
+
+var slabDesc = prometheus.NewDesc("connscale_kernel_slab_bytes",
+	"Kernel memory held by a slab cache (/proc/slabinfo: slabs x pages per slab x page size).", []string{"cache"}, nil)
+
+func (slabCollector) Describe(ch chan<- *prometheus.Desc) { ch <- slabDesc }
+func (slabCollector) Collect(ch chan<- prometheus.Metric) {
+	slabs, err := procstat.Slabs()
+	if err != nil {
+		return
+	}
+	for name, b := range slabs {
+		ch <- prometheus.MustNewConstMetric(slabDesc, prometheus.GaugeValue, float64(b), name)
 	}
 }

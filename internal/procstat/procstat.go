@@ -91,3 +91,36 @@ func NetCounter(group, name string) (int64, error) {
 	}
 	return 0, fmt.Errorf("no %s %s counter in /proc/thread-self/net", group, name)
 }
+
+// Slabs returns the kernel memory of each slab cache in /proc/slabinfo
+// (root only): slabs × pages per slab × page size, what the cache holds
+// from the page allocator, used or not.
+func Slabs() (map[string]uint64, error) {
+	b, err := os.ReadFile("/proc/slabinfo")
+	if err != nil {
+		return nil, err
+	}
+	return parseSlabinfo(b, uint64(os.Getpagesize()))
+}
+
+func parseSlabinfo(b []byte, pageSize uint64) (map[string]uint64, error) {
+	caches := map[string]uint64{}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		// name active_objs num_objs objsize objperslab pagesperslab :
+		// tunables l b s : slabdata active_slabs num_slabs sharedavail
+		f := strings.Fields(line)
+		if len(f) < 16 || f[6] != ":" || f[11] != ":" {
+			continue
+		}
+		pages, err1 := strconv.ParseUint(f[5], 10, 64)
+		slabs, err2 := strconv.ParseUint(f[14], 10, 64)
+		if err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("slabinfo line %q", line)
+		}
+		caches[f[0]] += slabs * pages * pageSize
+	}
+	if len(caches) == 0 {
+		return nil, fmt.Errorf("slabinfo: no caches read")
+	}
+	return caches, nil
+}

@@ -1,0 +1,49 @@
+package procstat
+
+import (
+	"os"
+	"testing"
+)
+
+func TestParseSlabinfo(t *testing.T) {
+	const text = `slabinfo - version: 2.1
+# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs> <num_slabs> <sharedavail>
+TCP                   66    117   2368   13    8 : tunables    0    0    0 : slabdata      9      9      0
+filp                 756    756    192   21    1 : tunables    0    0    0 : slabdata     36     36      0
+`
+	got, err := parseSlabinfo([]byte(text), 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["TCP"] != 9*8*4096 || got["filp"] != 36*4096 || len(got) != 2 {
+		t.Fatalf("%v", got)
+	}
+	if _, err := parseSlabinfo([]byte("slabinfo - version: 2.1\n"), 4096); err == nil {
+		t.Fatal("no caches, no error")
+	}
+}
+
+// The live file: the TCP cache grows with open sockets.
+func TestSlabsLive(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("/proc/slabinfo is readable by root only (CI runs as root)")
+	}
+	s, err := Slabs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s["TCP"] == 0 && s["filp"] == 0 {
+		t.Fatalf("no TCP or filp cache in %d caches", len(s))
+	}
+}
+
+func TestNetCounter(t *testing.T) {
+	for _, c := range [][2]string{{"Tcp", "OutRsts"}, {"TcpExt", "TCPAbortOnData"}} {
+		if _, err := NetCounter(c[0], c[1]); err != nil {
+			t.Errorf("%s %s: %v", c[0], c[1], err)
+		}
+	}
+	if _, err := NetCounter("Tcp", "NoSuchCounter"); err == nil {
+		t.Error("a missing counter read without error")
+	}
+}
