@@ -44,6 +44,8 @@ func main() {
 	case "server":
 		id := fs.Int("id", 0, "worker number")
 		addr := fs.String("addr", "127.0.0.1:9100", "address; shards in several processes share it with SO_REUSEPORT")
+		fs.StringVar(&metricsAddr, "metrics", metricsAddr, "address of this worker's /metrics (a fixed one for a Prometheus on another host)")
+		fs.BoolVar(&kernelMetrics, "kernel-metrics", false, "also expose the kernel's slab caches (root; one worker per host)")
 		fs.Parse(args)
 		stop := make(chan struct{})
 		go func() { // stdin closing is the stop signal from run
@@ -64,6 +66,8 @@ func main() {
 		fs.DurationVar(&o.timeout, "timeout", time.Second, "how long a pong may take")
 		fs.DurationVar(&o.hold, "hold", 60*time.Second, "how long to hold the connections after the ramp")
 		fs.StringVar(&sources, "sources", "", "source addresses, comma-separated (ports allocator per source and destination)")
+		fs.StringVar(&metricsAddr, "metrics", metricsAddr, "address of this worker's /metrics (a fixed one for a Prometheus on another host)")
+		fs.BoolVar(&kernelMetrics, "kernel-metrics", false, "also expose the kernel's slab caches (root; one worker per host)")
 		fs.Parse(args)
 		for _, s := range strings.Split(sources, ",") {
 			if s == "" {

@@ -277,7 +277,11 @@ func runExperiment(o runOpts) (summary, error) {
 	}
 	var port string
 	for i := range nServers {
-		if _, err := start("server", i, serverNS, "-addr", serverAddr); err != nil {
+		args := []string{"-addr", serverAddr}
+		if i == 0 {
+			args = append(args, "-kernel-metrics")
+		}
+		if _, err := start("server", i, serverNS, args...); err != nil {
 			return summary{}, err
 		}
 		if i == 0 {

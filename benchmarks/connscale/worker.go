@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
@@ -57,10 +58,23 @@ func emit(r report) {
 	out.Unlock()
 }
 
-// serveMetrics exposes reg on a loopback port of this worker's namespace.
+// metricsAddr is where a worker serves /metrics (-metrics): a loopback
+// port of its namespace by default; a fixed address for a Prometheus on
+// another host (prometheus.yml).
+var metricsAddr = "127.0.0.1:0"
+
+// kernelMetrics (-kernel-metrics) adds the kernel's slab caches to this
+// worker's /metrics. They are the machine's, not a worker's: one worker per
+// host has it (run gives it to server worker 0).
+var kernelMetrics bool
+
+// serveMetrics exposes reg, with the process's own collector (RSS, CPU),
+// on metricsAddr in this worker's namespace.
 func serveMetrics(reg *prometheus.Registry) string {
-	ln, err := listener.Listen("tcp4", "127.0.0.1:0", listener.Config{})
+	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	ln, err := listener.Listen("tcp", metricsAddr, listener.Config{})
 	if err != nil {
+		fmt.Fprintf(os.Stderr, "connscale: metrics on %s: %v\n", metricsAddr, err)
 		return ""
 	}
 	h := fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -70,6 +84,10 @@ func serveMetrics(reg *prometheus.Registry) string {
 
 func gauge(reg *prometheus.Registry, name, help string, f func() float64) {
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
+}
+
+func counter(reg *prometheus.Registry, name, help string, v *atomic.Uint64) {
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(v.Load()) }))
 }
 
 // --- server worker ---
@@ -86,10 +104,10 @@ func runServerWorker(id int, addr string, stop <-chan struct{}) error {
 	var accepted, pings atomic.Uint64
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(ln.Metrics())
-	gauge(reg, "connscale_server_pings_total", "Pings answered.", func() float64 { return float64(pings.Load()) })
-	if id == 0 {
-		// The kernel's slab caches are the machine's, not a worker's: one
-		// worker exposes them.
+	counter(reg, "connscale_server_pings_total", "Pings answered.", &pings)
+	counter(reg, "connscale_server_accepted_total", "Connections accepted.", &accepted)
+	gauge(reg, "connscale_server_open_connections", "Open connections.", func() float64 { return float64(open.Load()) })
+	if kernelMetrics {
 		reg.MustRegister(slabCollector{})
 	}
 	go func() {
@@ -165,6 +183,7 @@ type clientStats struct {
 	reasons                map[string]uint64
 	rtt                    hist
 	rttProm                prometheus.Histogram
+	failedProm             *prometheus.CounterVec
 }
 
 func (s *clientStats) fail(reason string) {
@@ -172,6 +191,9 @@ func (s *clientStats) fail(reason string) {
 	s.mu.Lock()
 	s.reasons[reason]++
 	s.mu.Unlock()
+	if s.failedProm != nil {
+		s.failedProm.WithLabelValues(reason).Inc()
+	}
 }
 
 func (s *clientStats) report(id int, final bool) report {
@@ -221,11 +243,18 @@ func runClientWorker(o clientOpts) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(d)
 	gauge(reg, "connscale_client_open_connections", "Open connections.", func() float64 { return float64(s.open.Load()) })
-	gauge(reg, "connscale_client_pongs_total", "Pongs received.", func() float64 { return float64(s.pongs.Load()) })
-	gauge(reg, "connscale_client_failed_total", "Connections lost (dial, ping or pong failed).", func() float64 { return float64(s.failed.Load()) })
+	counter(reg, "connscale_client_established_total", "Connections established.", &s.established)
+	counter(reg, "connscale_client_pings_total", "Pings sent.", &s.pings)
+	counter(reg, "connscale_client_pongs_total", "Pongs received.", &s.pongs)
+	counter(reg, "connscale_client_timeouts_total", "Pongs that did not come within the timeout.", &s.timeouts)
+	s.failedProm = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "connscale_client_failed_total",
+		Help: "Connections lost (dial, ping or pong failed), by reason."}, []string{"reason"})
 	s.rttProm = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "connscale_client_pong_rtt_seconds",
-		Help: "Time from writing Ping to reading Pong.", Buckets: prometheus.ExponentialBuckets(50e-6, 2, 16)})
-	reg.MustRegister(s.rttProm)
+		Help: "Time from writing Ping to reading Pong.", Buckets: prometheus.ExponentialBuckets(10e-6, 2, 18)})
+	reg.MustRegister(s.rttProm, s.failedProm)
+	if kernelMetrics {
+		reg.MustRegister(slabCollector{})
+	}
 	emit(report{Role: "client", Worker: o.id, Metrics: serveMetrics(reg)})
 
 	ctx, cancel := context.WithCancel(context.Background())

@@ -1,18 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
-	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -20,45 +15,12 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/connopt/connopt/internal/testkit"
 	"github.com/connopt/connopt/middleware"
 )
 
 // dashboards is where the dashboard and the rules live, from this package.
 const dashboards = "../../dashboards"
-
-// promQuery runs an instant query and returns its samples' values.
-func promQuery(t *testing.T, prom, q string) ([]float64, error) {
-	t.Helper()
-	resp, err := http.Get(prom + "/api/v1/query?query=" + url.QueryEscape(q))
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	var r struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-		Data   struct {
-			Result []struct {
-				Value [2]any `json:"value"`
-			} `json:"result"`
-		} `json:"data"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
-		return nil, err
-	}
-	if r.Status != "success" {
-		return nil, fmt.Errorf("%s: %s", q, r.Error)
-	}
-	var vs []float64
-	for _, s := range r.Data.Result {
-		v, err := strconv.ParseFloat(fmt.Sprint(s.Value[1]), 64)
-		if err != nil {
-			return nil, err
-		}
-		vs = append(vs, v)
-	}
-	return vs, nil
-}
 
 // dashboardExprs are the dashboard's PromQL expressions by panel title,
 // with Grafana's $__rate_interval replaced by a window that covers the
@@ -97,14 +59,11 @@ func TestPrometheusDashboardAndRules(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("the demo namespace needs root (CI runs as root)")
 	}
-	for _, cmd := range []string{"ip", "prometheus", "promtool"} {
-		if _, err := exec.LookPath(cmd); err != nil {
-			t.Skipf("needs %s (Debian's iproute2 and prometheus packages; .ci/run installs them)", cmd)
-		}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("needs iproute2's ip command; .ci/run installs it")
 	}
-	if out, err := exec.Command("promtool", "check", "rules", filepath.Join(dashboards, "rules.yml")).CombinedOutput(); err != nil {
-		t.Fatalf("promtool check rules: %v\n%s", err, out)
-	}
+	testkit.NeedPrometheus(t)
+	testkit.Promtool(t, nil, "check", "rules", filepath.Join(dashboards, "rules.yml"))
 
 	const upstream = "127.0.0.1:9002"
 	ns, stopUpstream, err := startDemoUpstream(upstream)
@@ -128,47 +87,7 @@ func TestPrometheusDashboardAndRules(t *testing.T) {
 
 	// Prometheus itself, scraping every second, rules evaluated every
 	// second.
-	free, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	promAddr := free.Addr().String()
-	free.Close()
-	dir := t.TempDir()
-	rules, err := filepath.Abs(filepath.Join(dashboards, "rules.yml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf := fmt.Sprintf("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - %s\nscrape_configs:\n  - job_name: connopt-proxy\n    static_configs:\n      - targets: ['%s']\n", rules, addr)
-	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var promLog bytes.Buffer
-	prom := exec.Command("prometheus", "--config.file="+filepath.Join(dir, "prometheus.yml"),
-		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+promAddr, "--log.level=warn")
-	prom.Stdout, prom.Stderr = &promLog, &promLog
-	if err := prom.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		prom.Process.Kill()
-		prom.Wait()
-		if t.Failed() {
-			t.Logf("prometheus:\n%s", promLog.String())
-		}
-	}()
-	base := "http://" + promAddr
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		vs, err := promQuery(t, base, `count_over_time(up{job="connopt-proxy"}[5m]) >= 3 and on() min_over_time(up{job="connopt-proxy"}[5m]) == 1`)
-		if err == nil && len(vs) == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Prometheus did not scrape the proxy 3 times in a row (last: %v %v)", vs, err)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	base := testkit.StartPrometheus(t, map[string][]string{"connopt-proxy": {addr}}, []string{filepath.Join(dashboards, "rules.yml")}, 3)
 
 	// Then a little load, bounded by the test, so that what it does
 	// (the proxy's first upstream dials among it) happens between scrapes: keep-alive GETs, a new
@@ -213,10 +132,8 @@ func TestPrometheusDashboardAndRules(t *testing.T) {
 		}
 	}
 	t.Logf("the proxy exposes %d connopt_* series (GET traffic only)", series)
-	check := exec.Command("promtool", "check", "metrics")
-	check.Stdin = bytes.NewReader(exposition)
-	if out, err := check.CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) != 0 {
-		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	if out := testkit.Promtool(t, exposition, "check", "metrics"); strings.TrimSpace(out) != "" {
+		t.Errorf("promtool check metrics:\n%s", out)
 	}
 
 	exprs := dashboardExprs(t)
@@ -224,7 +141,7 @@ func TestPrometheusDashboardAndRules(t *testing.T) {
 	for title, es := range exprs {
 		for _, e := range es {
 			n++
-			vs, err := promQuery(t, base, e)
+			vs, err := testkit.PromQuery(base, e)
 			switch {
 			case err != nil:
 				t.Errorf("panel %q: %v", title, err)
@@ -242,60 +159,35 @@ func TestPrometheusDashboardAndRules(t *testing.T) {
 	if n < 20 {
 		t.Fatalf("only %d dashboard expressions found", n)
 	}
-	if vs, _ := promQuery(t, base, exprs["5xx ratio"][0]); len(vs) != 1 || vs[0] <= 0 {
+	if vs, _ := testkit.PromQuery(base, exprs["5xx ratio"][0]); len(vs) != 1 || vs[0] <= 0 {
 		t.Errorf("the 5xx panel does not show the panics: %v", vs)
 	}
 
 	// Every rule loaded and healthy; every recorded series present; the
 	// quantity each alert compares returns data.
-	var rr struct {
-		Data struct {
-			Groups []struct {
-				Rules []struct {
-					Name      string `json:"name"`
-					Query     string `json:"query"`
-					Type      string `json:"type"`
-					Health    string `json:"health"`
-					LastError string `json:"lastError"`
-				} `json:"rules"`
-			} `json:"groups"`
-		} `json:"data"`
-	}
-	resp, err = http.Get(base + "/api/v1/rules")
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = json.NewDecoder(resp.Body).Decode(&rr)
-	resp.Body.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
 	threshold := regexp.MustCompile(`(?s)^(.*\S)\s*(>|<|>=|<=|==|!=)\s*[0-9.]+\s*$`)
-	rulesSeen := 0
-	for _, g := range rr.Data.Groups {
-		for _, r := range g.Rules {
-			rulesSeen++
-			if r.Health != "ok" {
-				t.Errorf("rule %s: health %q %s", r.Name, r.Health, r.LastError)
+	rules := testkit.PromRules(t, base)
+	for _, r := range rules {
+		if r.Health != "ok" {
+			t.Errorf("rule %s: health %q %s", r.Name, r.Health, r.LastError)
+		}
+		q := r.Name // a recording rule: its series
+		if r.Type == "alerting" {
+			m := threshold.FindStringSubmatch(r.Query)
+			if m == nil {
+				t.Errorf("alert %s: no threshold comparison in %q", r.Name, r.Query)
+				continue
 			}
-			q := r.Name // a recording rule: its series
-			if r.Type == "alerting" {
-				m := threshold.FindStringSubmatch(r.Query)
-				if m == nil {
-					t.Errorf("alert %s: no threshold comparison in %q", r.Name, r.Query)
-					continue
-				}
-				q = m[1]
-			}
-			if vs, err := promQuery(t, base, q); err != nil || len(vs) == 0 {
-				t.Errorf("rule %s: no data for %s (%v)", r.Name, q, err)
-			}
+			q = m[1]
+		}
+		if vs, err := testkit.PromQuery(base, q); err != nil || len(vs) == 0 {
+			t.Errorf("rule %s: no data for %s (%v)", r.Name, q, err)
 		}
 	}
-	if rulesSeen != 7 {
-		t.Errorf("Prometheus loaded %d rules, want the 7 of rules.yml", rulesSeen)
+	if len(rules) != 7 {
+		t.Errorf("Prometheus loaded %d rules, want the 7 of rules.yml", len(rules))
 	}
-	if vs, _ := promQuery(t, base, "connopt:http_5xx:ratio_rate5m"); len(vs) != 1 || vs[0] <= 0 {
+	if vs, _ := testkit.PromQuery(base, "connopt:http_5xx:ratio_rate5m"); len(vs) != 1 || vs[0] <= 0 {
 		t.Errorf("the recorded 5xx ratio does not show the panics: %v", vs)
 	}
 }
