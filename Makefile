@@ -1,7 +1,7 @@
 # connopt: the two commands that matter are `make run` and `make test`.
 GO ?= go
 
-.PHONY: run proxy fiber connscale test soak vet bench bench-quick bench-go bench-http bench-listener bench-ports bench-sockpool bench-client bench-idle bench-handover bench-batching bench-deps
+.PHONY: run proxy fiber connscale connscale-1m test soak vet bench bench-quick bench-go bench-http bench-listener bench-ports bench-sockpool bench-client bench-idle bench-handover bench-batching bench-deps
 
 ## run: the hello-world fasthttp server on connopt's listener, with /metrics, on 127.0.0.1:8080
 run:
@@ -22,6 +22,11 @@ fiber:
 connscale:
 	cd benchmarks && $(GO) build -o ../bin/connscale ./connscale
 	./bin/connscale run -conns 100000 -rate 5000 -interval 10s -hold 60s
+
+## connscale-1m: try to hold 1,000,000 connections for 60 s, a ping a minute, over 8 client namespaces (root; about 6 minutes; see README)
+connscale-1m:
+	cd benchmarks && $(GO) build -o ../bin/connscale ./connscale
+	./bin/connscale run -conns 1000000 -rate 5000 -interval 60s -hold 60s -netns 8
 
 ## test: vet and race-enabled tests against real sockets (some need root and skip without it)
 test: vet

@@ -100,6 +100,10 @@ func (s summary) table() string {
 	fmt.Fprintf(&b, "| pings / pongs / timeouts | %d / %d / %d |\n", s.pings, s.pongs, s.timeouts)
 	fmt.Fprintf(&b, "| pong RTT p50 / p99 / p99.9 | %v / %v / %v |\n", quantile(s.hist, 0.5), quantile(s.hist, 0.99), quantile(s.hist, 0.999))
 	fmt.Fprintf(&b, "| memory per connection, server / client (RSS) | %s / %s |\n", perConn(s.serverRSS, s.peakServerOpen), perConn(s.clientRSS, s.peakOpen))
+	if s.servers > 0 && s.clients > 0 {
+		fmt.Fprintf(&b, "| RSS per worker at the peak, server / client (mean) | %.0f / %.0f MiB |\n",
+			float64(s.serverRSS)/float64(s.servers)/(1<<20), float64(s.clientRSS)/float64(s.clients)/(1<<20))
+	}
 	if s.kernelTCP > 0 {
 		fmt.Fprintf(&b, "| kernel TCP buffers per socket (both ends) | %s |\n", perConn(s.kernelTCP, 2*s.peakOpen))
 	}
