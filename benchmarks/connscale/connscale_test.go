@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"strconv"
@@ -49,7 +50,15 @@ func fds(t *testing.T) int {
 // 2 s of hold with a ping every 500 ms: every connection is made, every ping
 // answered, the counts add up, and nothing is left behind.
 func TestSmallRun(t *testing.T) {
-	o := runOpts{conns: 2000, rate: 2000, perWorker: 1000, interval: 500 * time.Millisecond, timeout: time.Second, hold: 2 * time.Second}
+	for _, loop := range []bool{false, true} {
+		t.Run(fmt.Sprintf("loop=%v", loop), func(t *testing.T) { smallRun(t, loop) })
+	}
+}
+
+// smallRun: the goroutine client, or the event-loop client (loop), whose
+// timers must fire on time for the ping count to hold.
+func smallRun(t *testing.T, loop bool) {
+	o := runOpts{conns: 2000, rate: 2000, perWorker: 1000, interval: 500 * time.Millisecond, timeout: time.Second, hold: 2 * time.Second, loop: loop}
 	_, ipErr := exec.LookPath("ip")
 	if os.Geteuid() == 0 && ipErr == nil {
 		o.netns = 2

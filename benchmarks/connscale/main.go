@@ -66,6 +66,7 @@ func main() {
 		fs.DurationVar(&o.timeout, "timeout", time.Second, "how long a pong may take")
 		fs.DurationVar(&o.hold, "hold", 60*time.Second, "how long to hold the connections after the ramp")
 		fs.StringVar(&sources, "sources", "", "source addresses, comma-separated (ports allocator per source and destination)")
+		fs.BoolVar(&o.loop, "loop", false, "hold the connections from one event loop (epoll) instead of a goroutine each")
 		fs.StringVar(&metricsAddr, "metrics", metricsAddr, "address of this worker's /metrics (a fixed one for a Prometheus on another host)")
 		fs.BoolVar(&kernelMetrics, "kernel-metrics", false, "also expose the kernel's slab caches (root; one worker per host)")
 		fs.Parse(args)
@@ -91,6 +92,7 @@ func main() {
 		fs.DurationVar(&o.hold, "hold", 60*time.Second, "how long to hold the connections after the ramp")
 		fs.IntVar(&o.perWorker, "per-worker", 18000, "connections per worker process (the fd limit is 20,000)")
 		fs.IntVar(&o.netns, "netns", 0, "client namespaces joined by veth to a server namespace (0: all on loopback)")
+		fs.BoolVar(&o.loop, "loop", false, "client workers hold their connections from one event loop (epoll) instead of a goroutine each")
 		fs.BoolVar(&o.noSources, "no-sources", false, "let the kernel pick source address and port (shows the cap the allocator lifts)")
 		fs.Parse(args)
 		o.log = os.Stdout

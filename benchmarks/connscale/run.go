@@ -19,6 +19,7 @@ import (
 )
 
 type runOpts struct {
+	loop                          bool // client workers on the event loop
 	conns, rate, perWorker, netns int
 	// noSources dials without a source address or port allocator: the
 	// kernel picks both, and one server address caps the run at the
@@ -319,7 +320,7 @@ func runExperiment(o runOpts) (summary, error) {
 		}
 		_, err := start("client", i, ns, "-server", target, "-conns", fmt.Sprint(share),
 			"-rate", fmt.Sprint(max(1, o.rate/nClients)), "-interval", o.interval.String(),
-			"-timeout", o.timeout.String(), "-hold", o.hold.String(), "-sources", source)
+			"-timeout", o.timeout.String(), "-hold", o.hold.String(), "-sources", source, fmt.Sprintf("-loop=%v", o.loop))
 		if err != nil {
 			return summary{}, err
 		}

@@ -173,6 +173,9 @@ type clientOpts struct {
 	timeout  time.Duration
 	hold     time.Duration
 	sources  []netip.Addr
+	// loop holds the connections from one event loop (loop_linux.go)
+	// instead of a goroutine each.
+	loop bool
 }
 
 type clientStats struct {
@@ -227,7 +230,13 @@ func reason(err error) string {
 
 func runClientWorker(o clientOpts) error {
 	cfg := client.Config{ConnectTimeout: 5 * time.Second, PoolSize: 256}
-	if len(o.sources) > 0 {
+	switch {
+	case o.loop:
+		// The loop takes each socket over and closes the dialed Conn,
+		// which would end a ports lease with it: the kernel picks the
+		// port for each source address (IP_BIND_ADDRESS_NO_PORT).
+		cfg.Sources = o.sources
+	case len(o.sources) > 0:
 		a, err := ports.New(ports.Config{Sources: o.sources})
 		if err != nil {
 			return err
@@ -260,22 +269,32 @@ func runClientWorker(o clientOpts) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	rampDone := make(chan struct{})
-	go func() {
-		defer close(rampDone)
-		gap := time.Second / time.Duration(max(1, o.rate))
-		next := time.Now()
-		for i := 0; i < o.conns && ctx.Err() == nil; i++ {
-			if d := time.Until(next); d > 0 {
-				time.Sleep(d)
+	if o.loop {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := runLoopClient(ctx, d, o, s, rampDone); err != nil {
+				s.fail("loop: " + err.Error())
 			}
-			next = next.Add(gap)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				pinger(ctx, d, o, s)
-			}()
-		}
-	}()
+		}()
+	} else {
+		go func() {
+			defer close(rampDone)
+			gap := time.Second / time.Duration(max(1, o.rate))
+			next := time.Now()
+			for i := 0; i < o.conns && ctx.Err() == nil; i++ {
+				if d := time.Until(next); d > 0 {
+					time.Sleep(d)
+				}
+				next = next.Add(gap)
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					pinger(ctx, d, o, s)
+				}()
+			}
+		}()
+	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var holdEnd <-chan time.Time

@@ -1,0 +1,288 @@
+package main
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/connopt/connopt/client"
+)
+
+// The event-loop client: one epoll instance and one goroutine per worker
+// own every connection's readiness and timers, so a held connection costs a
+// small struct and two heap entries instead of a goroutine, its stack, a
+// timer and a reader. Connections are dialed through client.Dialer as in
+// the goroutine mode; the loop then takes the socket over: it duplicates
+// the descriptor and closes the dialed Conn, so that Go's poller no longer
+// watches the socket (two pollers would both wake for every pong).
+
+// loopConn is one held connection.
+type loopConn struct {
+	fd     int
+	seq    uint32 // the ping in flight (0: none); a timer for an older one is stale
+	sentAt time.Time
+	got    int // bytes of the current pong read so far
+}
+
+// loopTimer is a ping due (pong false) or a pong's deadline (pong true).
+type loopTimer struct {
+	at   time.Time
+	c    *loopConn
+	seq  uint32
+	pong bool
+}
+
+type timerHeap []loopTimer
+
+func (h timerHeap) Len() int           { return len(h) }
+func (h timerHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h timerHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *timerHeap) Push(x any)        { *h = append(*h, x.(loopTimer)) }
+func (h *timerHeap) Pop() any {
+	old := *h
+	t := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return t
+}
+
+// takeOver duplicates c's descriptor for the loop and closes c.
+func takeOver(c net.Conn) (int, error) {
+	defer c.Close()
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return -1, fmt.Errorf("%T has no descriptor", c)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	var dupErr error
+	if err := rc.Control(func(s uintptr) { fd, dupErr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, err
+	}
+	return fd, dupErr
+}
+
+// runLoopClient dials o.conns connections at o.rate through d and holds
+// them from one event loop until ctx is done, counting into s; rampDone is
+// closed when the last dial has ended. Then it resets them all (no
+// TIME_WAIT left behind, as in the goroutine mode).
+func runLoopClient(ctx context.Context, d *client.Dialer, o clientOpts, s *clientStats, rampDone chan<- struct{}) error {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("epoll_create1: %w", err)
+	}
+	defer unix.Close(epfd)
+
+	// The ramp dials on its own goroutine (a dial waits for the handshake)
+	// and hands descriptors over; the loop polls for them every 10 ms
+	// while it runs.
+	fresh := make(chan int, 1024)
+	rampCtx, stopRamp := context.WithCancel(ctx)
+	defer stopRamp()
+	go func() {
+		defer close(rampDone)
+		defer close(fresh)
+		gap := time.Second / time.Duration(max(1, o.rate))
+		next := time.Now()
+		sem := make(chan struct{}, 64) // dials in flight
+		done := make(chan struct{})
+		inFlight := 0
+		for i := 0; i < o.conns && rampCtx.Err() == nil; i++ {
+			if w := time.Until(next); w > 0 {
+				time.Sleep(w)
+			}
+			next = next.Add(gap)
+			sem <- struct{}{}
+			inFlight++
+			go func() {
+				defer func() { <-sem; done <- struct{}{} }()
+				dctx, cancel := context.WithTimeout(rampCtx, 5*time.Second)
+				c, err := d.DialContext(dctx, "tcp", o.server)
+				cancel()
+				if err != nil {
+					if rampCtx.Err() == nil {
+						s.fail("dial: " + reason(err))
+					}
+					return
+				}
+				fd, err := takeOver(c)
+				if err != nil {
+					s.fail("dial: " + reason(err))
+					return
+				}
+				select {
+				case fresh <- fd:
+				case <-rampCtx.Done():
+					unix.Close(fd)
+				}
+			}()
+		}
+		for ; inFlight > 0; inFlight-- {
+			<-done
+		}
+	}()
+
+	conns := map[int]*loopConn{}
+	var timers timerHeap
+	events := make([]unix.EpollEvent, 256)
+	buf := make([]byte, 64)
+	var seq uint32
+	pending := 0 // pings awaiting their pong
+	closeConn := func(c *loopConn, why string) {
+		if why != "" {
+			s.fail(why)
+		}
+		if c.seq != 0 {
+			pending--
+		}
+		unix.EpollCtl(epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
+		unix.Close(c.fd)
+		delete(conns, c.fd)
+		c.seq = 0
+		s.open.Add(-1)
+	}
+	defer func() {
+		stopRamp()
+		for _, c := range conns {
+			unix.SetsockoptLinger(c.fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+			unix.Close(c.fd)
+			s.open.Add(-1)
+		}
+		for fd := range fresh { // the ramp's last hand-overs
+			unix.Close(fd)
+		}
+	}()
+	// At the end (ctx done), no new ping is sent and the pongs in flight
+	// are waited for, up to the timeout, as the goroutine mode finishes
+	// its exchange before it looks at ctx.
+	ramping := true
+	var stopAt time.Time
+	for {
+		if ctx.Err() != nil {
+			if stopAt.IsZero() {
+				stopAt = time.Now()
+			}
+			if pending == 0 || time.Since(stopAt) > o.timeout {
+				break
+			}
+		}
+		// New connections: registered for input, first ping at a random
+		// point of the interval so that pings spread.
+		for ramping {
+			select {
+			case fd, ok := <-fresh:
+				if !ok {
+					ramping = false
+					continue
+				}
+				c := &loopConn{fd: fd}
+				ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(fd)}
+				if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+					unix.Close(fd)
+					s.fail("epoll_ctl: " + err.Error())
+					continue
+				}
+				conns[fd] = c
+				s.established.Add(1)
+				s.open.Add(1)
+				heap.Push(&timers, loopTimer{at: time.Now().Add(time.Duration(rand.Int64N(int64(o.interval)))), c: c})
+				continue
+			default:
+			}
+			break
+		}
+
+		wait := time.Second
+		if len(timers) > 0 {
+			wait = time.Until(timers[0].at)
+		}
+		if ramping {
+			wait = min(wait, 10*time.Millisecond)
+		}
+		ms := max(0, int((wait+time.Millisecond-1)/time.Millisecond))
+		n, err := unix.EpollWait(epfd, events, ms)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return fmt.Errorf("epoll_wait: %w", err)
+		}
+		now := time.Now()
+		for _, ev := range events[:max(n, 0)] {
+			c := conns[int(ev.Fd)]
+			if c == nil {
+				continue
+			}
+			if ev.Events&unix.EPOLLIN != 0 {
+				r, err := unix.Read(c.fd, buf)
+				switch {
+				case err == unix.EAGAIN:
+					continue
+				case err != nil:
+					closeConn(c, "pong: "+reason(err))
+					continue
+				case r == 0:
+					closeConn(c, "pong: EOF")
+					continue
+				}
+				if c.seq == 0 || c.got+r > len(pong) || string(buf[:r]) != string(pong[c.got:c.got+r]) {
+					closeConn(c, fmt.Sprintf("pong: unexpected %q", buf[:r]))
+					continue
+				}
+				if c.got += r; c.got < len(pong) {
+					continue
+				}
+				rtt := now.Sub(c.sentAt)
+				s.rtt.record(rtt)
+				s.rttProm.Observe(rtt.Seconds())
+				s.pongs.Add(1)
+				c.seq, c.got = 0, 0
+				pending--
+				heap.Push(&timers, loopTimer{at: now.Add(o.interval), c: c})
+			} else if ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				why := "pong: EOF"
+				if e, _ := unix.GetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_ERROR); e != 0 {
+					why = "pong: " + reason(syscall.Errno(e))
+				}
+				closeConn(c, why)
+			}
+		}
+		for len(timers) > 0 && !timers[0].at.After(now) {
+			t := heap.Pop(&timers).(loopTimer)
+			c := t.c
+			if conns[c.fd] != c {
+				continue // closed (its descriptor number may be another's now)
+			}
+			if t.pong {
+				if c.seq == t.seq {
+					s.timeouts.Add(1)
+					closeConn(c, "pong: timeout")
+				}
+				continue
+			}
+			if !stopAt.IsZero() {
+				continue // stopping: no new ping
+			}
+			seq++
+			if seq == 0 {
+				seq = 1
+			}
+			c.seq, c.got, c.sentAt = seq, 0, time.Now()
+			if _, err := unix.Write(c.fd, ping); err != nil {
+				c.seq = 0 // not pending: nothing was sent
+				closeConn(c, "ping: "+reason(err))
+				continue
+			}
+			s.pings.Add(1)
+			pending++
+			heap.Push(&timers, loopTimer{at: c.sentAt.Add(o.timeout), c: c, seq: seq, pong: true})
+		}
+	}
+	return nil
+}

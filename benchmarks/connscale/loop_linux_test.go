@@ -1,0 +1,126 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/connopt/connopt/client"
+	"github.com/connopt/connopt/internal/leakcheck"
+	"github.com/connopt/connopt/internal/testkit"
+)
+
+// A server that answers every connection but two: the first stays silent
+// (its ping is never answered) and the second is reset after its first
+// pong. Both clients, goroutine and event loop, count one timeout, at the
+// configured timeout (neither early nor late), and one reset, and go on
+// with the others.
+func TestPongTimeoutAndReset(t *testing.T) {
+	for _, loop := range []bool{false, true} {
+		t.Run(fmt.Sprintf("loop=%v", loop), func(t *testing.T) { pongTimeoutAndReset(t, loop) })
+	}
+}
+
+func pongTimeoutAndReset(t *testing.T, loop bool) {
+	fds := leakcheck.FDs(t)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	const timeout = 300 * time.Millisecond
+	var mu sync.Mutex
+	var silentPing, silentGone time.Time
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		for i := 0; ; i++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					if _, err := br.ReadString('\n'); err != nil {
+						if i == 0 {
+							mu.Lock()
+							silentGone = time.Now()
+							mu.Unlock()
+						}
+						return
+					}
+					switch i {
+					case 0:
+						mu.Lock()
+						if silentPing.IsZero() {
+							silentPing = time.Now()
+						}
+						mu.Unlock()
+						continue
+					case 1:
+						c.Write(pong)
+						c.(*net.TCPConn).SetLinger(0)
+						return
+					}
+					c.Write(pong)
+				}
+			})
+		}
+	})
+
+	d, err := client.NewDialer(client.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	o := clientOpts{server: ln.Addr().String(), conns: 5, rate: 1000, interval: 100 * time.Millisecond, timeout: timeout}
+	s := &clientStats{reasons: map[string]uint64{}, rttProm: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "x"})}
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	if loop {
+		rampDone := make(chan struct{})
+		if err := runLoopClient(ctx, d, o, s, rampDone); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		var cw sync.WaitGroup
+		for range o.conns {
+			cw.Go(func() { pinger(ctx, d, o, s) })
+		}
+		cw.Wait()
+	}
+	ln.Close()
+
+	if s.established.Load() != 5 || s.timeouts.Load() != 1 || s.failed.Load() != 2 || s.open.Load() != 0 {
+		t.Fatalf("established %d, timeouts %d, failed %d %v, open %d", s.established.Load(), s.timeouts.Load(), s.failed.Load(), s.reasons, s.open.Load())
+	}
+	var reset bool
+	for r := range s.reasons {
+		// Read first (reset, EOF) or written to first (broken pipe).
+		reset = reset || strings.Contains(r, "reset") || strings.Contains(r, "EOF") || strings.Contains(r, "broken pipe")
+	}
+	if s.reasons["pong: timeout"] != 1 || !reset {
+		t.Fatalf("reasons %v", s.reasons)
+	}
+	if s.pongs.Load() < 3*5 {
+		t.Fatalf("%d pongs from the three healthy connections in 1.5 s at 100 ms", s.pongs.Load())
+	}
+	testkit.Eventually(t, "the silent connection closed", func() bool { mu.Lock(); defer mu.Unlock(); return !silentGone.IsZero() })
+	mu.Lock()
+	took := silentGone.Sub(silentPing)
+	mu.Unlock()
+	if took < timeout || took > timeout+200*time.Millisecond {
+		t.Fatalf("the unanswered connection was dropped %v after its ping, want %v (+200 ms)", took, timeout)
+	}
+	d.Close()
+	leakcheck.Settle(t, fds, -1)
+}

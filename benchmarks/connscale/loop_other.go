@@ -1,0 +1,17 @@
+//go:build !linux
+
+package main
+
+import (
+	"context"
+	"errors"
+
+	"github.com/connopt/connopt/client"
+)
+
+// runLoopClient: the event-loop client is epoll's; elsewhere use the
+// goroutine mode.
+func runLoopClient(ctx context.Context, d *client.Dialer, o clientOpts, s *clientStats, rampDone chan<- struct{}) error {
+	close(rampDone)
+	return errors.New("connscale: the event-loop client needs Linux (epoll)")
+}
