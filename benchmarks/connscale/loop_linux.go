@@ -19,12 +19,16 @@ import (
 // own every connection's readiness and timers, so a held connection costs a
 // small struct and two heap entries instead of a goroutine, its stack, a
 // timer and a reader. Connections are dialed through client.Dialer as in
-// the goroutine mode; the loop then takes the socket over: it duplicates
-// the descriptor and closes the dialed Conn, so that Go's poller no longer
-// watches the socket (two pollers would both wake for every pong).
+// the goroutine mode; the loop then takes the socket over: it reads and
+// writes the Conn's descriptor itself, never through the Conn, and keeps
+// the Conn only to close it (which also ends its ports lease). The runtime
+// poller still has the descriptor registered (edge-triggered, nobody
+// waiting): a duplicate would leave it out, but costs a second descriptor
+// per connection against the 20,000 a process may have.
 
 // loopConn is one held connection.
 type loopConn struct {
+	conn   net.Conn // the dialed Conn: closing it ends the ports lease
 	fd     int
 	seq    uint32 // the ping in flight (0: none); a timer for an older one is stale
 	sentAt time.Time
@@ -52,9 +56,8 @@ func (h *timerHeap) Pop() any {
 	return t
 }
 
-// takeOver duplicates c's descriptor for the loop and closes c.
+// takeOver returns c's descriptor, for the loop to use while c is open.
 func takeOver(c net.Conn) (int, error) {
-	defer c.Close()
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return -1, fmt.Errorf("%T has no descriptor", c)
@@ -64,11 +67,10 @@ func takeOver(c net.Conn) (int, error) {
 		return -1, err
 	}
 	fd := -1
-	var dupErr error
-	if err := rc.Control(func(s uintptr) { fd, dupErr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+	if err := rc.Control(func(s uintptr) { fd = int(s) }); err != nil {
 		return -1, err
 	}
-	return fd, dupErr
+	return fd, nil
 }
 
 // runLoopClient dials o.conns connections at o.rate through d and holds
@@ -85,7 +87,11 @@ func runLoopClient(ctx context.Context, d *client.Dialer, o clientOpts, s *clien
 	// The ramp dials on its own goroutine (a dial waits for the handshake)
 	// and hands descriptors over; the loop polls for them every 10 ms
 	// while it runs.
-	fresh := make(chan int, 1024)
+	type handed struct {
+		fd   int
+		conn net.Conn
+	}
+	fresh := make(chan handed, 1024)
 	rampCtx, stopRamp := context.WithCancel(ctx)
 	defer stopRamp()
 	go func() {
@@ -116,13 +122,14 @@ func runLoopClient(ctx context.Context, d *client.Dialer, o clientOpts, s *clien
 				}
 				fd, err := takeOver(c)
 				if err != nil {
+					c.Close()
 					s.fail("dial: " + reason(err))
 					return
 				}
 				select {
-				case fresh <- fd:
+				case fresh <- handed{fd, c}:
 				case <-rampCtx.Done():
-					unix.Close(fd)
+					c.Close()
 				}
 			}()
 		}
@@ -145,7 +152,7 @@ func runLoopClient(ctx context.Context, d *client.Dialer, o clientOpts, s *clien
 			pending--
 		}
 		unix.EpollCtl(epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
-		unix.Close(c.fd)
+		c.conn.Close()
 		delete(conns, c.fd)
 		c.seq = 0
 		s.open.Add(-1)
@@ -154,11 +161,11 @@ func runLoopClient(ctx context.Context, d *client.Dialer, o clientOpts, s *clien
 		stopRamp()
 		for _, c := range conns {
 			unix.SetsockoptLinger(c.fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
-			unix.Close(c.fd)
+			c.conn.Close()
 			s.open.Add(-1)
 		}
-		for fd := range fresh { // the ramp's last hand-overs
-			unix.Close(fd)
+		for h := range fresh { // the ramp's last hand-overs
+			h.conn.Close()
 		}
 	}()
 	// At the end (ctx done), no new ping is sent and the pongs in flight
@@ -179,15 +186,16 @@ func runLoopClient(ctx context.Context, d *client.Dialer, o clientOpts, s *clien
 		// point of the interval so that pings spread.
 		for ramping {
 			select {
-			case fd, ok := <-fresh:
+			case h, ok := <-fresh:
 				if !ok {
 					ramping = false
 					continue
 				}
-				c := &loopConn{fd: fd}
+				fd := h.fd
+				c := &loopConn{fd: fd, conn: h.conn}
 				ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(fd)}
 				if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
-					unix.Close(fd)
+					h.conn.Close()
 					s.fail("epoll_ctl: " + err.Error())
 					continue
 				}

@@ -230,13 +230,7 @@ func reason(err error) string {
 
 func runClientWorker(o clientOpts) error {
 	cfg := client.Config{ConnectTimeout: 5 * time.Second, PoolSize: 256}
-	switch {
-	case o.loop:
-		// The loop takes each socket over and closes the dialed Conn,
-		// which would end a ports lease with it: the kernel picks the
-		// port for each source address (IP_BIND_ADDRESS_NO_PORT).
-		cfg.Sources = o.sources
-	case len(o.sources) > 0:
+	if len(o.sources) > 0 {
 		a, err := ports.New(ports.Config{Sources: o.sources})
 		if err != nil {
 			return err
