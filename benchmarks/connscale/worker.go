@@ -26,6 +26,7 @@ import (
 	"github.com/connopt/connopt/internal/procstat"
 	"github.com/connopt/connopt/listener"
 	"github.com/connopt/connopt/ports"
+	"github.com/connopt/connopt/sockopt"
 )
 
 // report is what a worker prints, one JSON line a second and a final one.
@@ -95,7 +96,12 @@ func counter(reg *prometheus.Registry, name, help string, v *atomic.Uint64) {
 var ping, pong = []byte("Ping\n"), []byte("Pong\n")
 
 func runServerWorker(id int, addr string, stop <-chan struct{}) error {
-	ln, err := listener.Listen("tcp", addr, listener.Config{ReusePort: true, DeferAccept: -1})
+	// TCP keep-alive off on both ends: the pings are the liveness check,
+	// and with Go's 15 s keep-alive idle time a connection pinged once a
+	// minute would be probed three times in between (two million sockets:
+	// 130,000 probes a second, which took the CPU the pongs needed in the
+	// first million-connection run).
+	ln, err := listener.Listen("tcp", addr, listener.Config{ReusePort: true, DeferAccept: -1, Options: sockopt.Options{KeepAlive: -1}})
 	if err != nil {
 		return err
 	}
@@ -229,7 +235,7 @@ func reason(err error) string {
 }
 
 func runClientWorker(o clientOpts) error {
-	cfg := client.Config{ConnectTimeout: 5 * time.Second, PoolSize: 256}
+	cfg := client.Config{ConnectTimeout: 5 * time.Second, PoolSize: 256, Options: sockopt.Options{KeepAlive: -1}}
 	if len(o.sources) > 0 {
 		a, err := ports.New(ports.Config{Sources: o.sources})
 		if err != nil {
