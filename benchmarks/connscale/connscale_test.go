@@ -55,10 +55,10 @@ func TestSmallRun(t *testing.T) {
 	}
 }
 
-// smallRun: the goroutine client, or the event-loop client (loop), whose
-// timers must fire on time for the ping count to hold.
+// smallRun: goroutines on both ends, or event loops on both ends (loop),
+// whose timers must fire on time for the ping count to hold.
 func smallRun(t *testing.T, loop bool) {
-	o := runOpts{conns: 2000, rate: 2000, perWorker: 1000, interval: 500 * time.Millisecond, timeout: time.Second, hold: 2 * time.Second, loop: loop}
+	o := runOpts{conns: 2000, rate: 2000, perWorker: 1000, interval: 500 * time.Millisecond, timeout: time.Second, hold: 2 * time.Second, loop: loop, serverLoop: loop}
 	_, ipErr := exec.LookPath("ip")
 	if os.Geteuid() == 0 && ipErr == nil {
 		o.netns = 2

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -293,4 +294,102 @@ func runLoopClient(ctx context.Context, d *client.Dialer, o clientOpts, s *clien
 		}
 	}
 	return nil
+}
+
+// serveLoop is the server side on an event loop: accepted connections are
+// handed to one epoll instance, and every "\n" read is answered with a
+// pong (several in one write when pings arrive together). It returns when
+// the listener is closed, closing every connection.
+func serveLoop(ln net.Listener, pings *atomic.Uint64, open *atomic.Int64) error {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("epoll_create1: %w", err)
+	}
+	defer unix.Close(epfd)
+	type served struct {
+		conn net.Conn
+		fd   int
+	}
+	fresh := make(chan served, 1024)
+	go func() {
+		defer close(fresh)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			fd, err := takeOver(c)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			fresh <- served{c, fd}
+		}
+	}()
+	conns := map[int]net.Conn{}
+	closeConn := func(fd int) {
+		unix.EpollCtl(epfd, unix.EPOLL_CTL_DEL, fd, nil)
+		conns[fd].Close()
+		delete(conns, fd)
+		open.Add(-1)
+	}
+	defer func() {
+		for fd := range conns {
+			closeConn(fd)
+		}
+	}()
+	events := make([]unix.EpollEvent, 256)
+	buf := make([]byte, 4096)
+	out := make([]byte, 0, 4096)
+	for {
+		for more := true; more; {
+			select {
+			case sv, ok := <-fresh:
+				if !ok {
+					return nil // the listener closed
+				}
+				ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(sv.fd)}
+				if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, sv.fd, &ev); err != nil {
+					sv.conn.Close()
+					continue
+				}
+				conns[sv.fd] = sv.conn
+				open.Add(1)
+			default:
+				more = false
+			}
+		}
+		n, err := unix.EpollWait(epfd, events, 10)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return fmt.Errorf("epoll_wait: %w", err)
+		}
+		for _, ev := range events[:max(n, 0)] {
+			fd := int(ev.Fd)
+			if conns[fd] == nil {
+				continue
+			}
+			r, err := unix.Read(fd, buf)
+			if err == unix.EAGAIN {
+				continue
+			}
+			if err != nil || r == 0 {
+				closeConn(fd)
+				continue
+			}
+			out = out[:0]
+			for _, b := range buf[:r] {
+				if b == '\n' {
+					out = append(out, pong...)
+				}
+			}
+			if len(out) == 0 {
+				continue
+			}
+			if _, err := unix.Write(fd, out); err != nil {
+				closeConn(fd)
+				continue
+			}
+			pings.Add(uint64(len(out) / len(pong)))
+		}
+	}
 }

@@ -5,6 +5,8 @@ package main
 import (
 	"context"
 	"errors"
+	"net"
+	"sync/atomic"
 
 	"github.com/connopt/connopt/client"
 )
@@ -14,4 +16,8 @@ import (
 func runLoopClient(ctx context.Context, d *client.Dialer, o clientOpts, s *clientStats, rampDone chan<- struct{}) error {
 	close(rampDone)
 	return errors.New("connscale: the event-loop client needs Linux (epoll)")
+}
+
+func serveLoop(ln net.Listener, pings *atomic.Uint64, open *atomic.Int64) error {
+	return errors.New("connscale: the event-loop server needs Linux (epoll)")
 }

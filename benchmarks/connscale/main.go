@@ -46,6 +46,7 @@ func main() {
 		addr := fs.String("addr", "127.0.0.1:9100", "address; shards in several processes share it with SO_REUSEPORT")
 		fs.StringVar(&metricsAddr, "metrics", metricsAddr, "address of this worker's /metrics (a fixed one for a Prometheus on another host)")
 		fs.BoolVar(&kernelMetrics, "kernel-metrics", false, "also expose the kernel's slab caches (root; one worker per host)")
+		fs.BoolVar(&serverLoop, "loop", false, "serve the connections from one event loop (epoll) instead of a goroutine each")
 		fs.Parse(args)
 		stop := make(chan struct{})
 		go func() { // stdin closing is the stop signal from run
@@ -93,6 +94,7 @@ func main() {
 		fs.IntVar(&o.perWorker, "per-worker", 18000, "connections per worker process (the fd limit is 20,000)")
 		fs.IntVar(&o.netns, "netns", 0, "client namespaces joined by veth to a server namespace (0: all on loopback)")
 		fs.BoolVar(&o.loop, "loop", false, "client workers hold their connections from one event loop (epoll) instead of a goroutine each")
+		fs.BoolVar(&o.serverLoop, "server-loop", false, "server workers serve from one event loop (epoll) instead of a goroutine per connection")
 		fs.BoolVar(&o.noSources, "no-sources", false, "let the kernel pick source address and port (shows the cap the allocator lifts)")
 		fs.Parse(args)
 		o.log = os.Stdout

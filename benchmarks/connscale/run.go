@@ -20,6 +20,7 @@ import (
 
 type runOpts struct {
 	loop                          bool // client workers on the event loop
+	serverLoop                    bool // server workers on the event loop
 	conns, rate, perWorker, netns int
 	// noSources dials without a source address or port allocator: the
 	// kernel picks both, and one server address caps the run at the
@@ -282,7 +283,7 @@ func runExperiment(o runOpts) (summary, error) {
 	}
 	var port string
 	for i := range nServers {
-		args := []string{"-addr", serverAddr}
+		args := []string{"-addr", serverAddr, fmt.Sprintf("-loop=%v", o.serverLoop)}
 		if i == 0 {
 			args = append(args, "-kernel-metrics")
 		}

@@ -69,6 +69,24 @@ var metricsAddr = "127.0.0.1:0"
 // host has it (run gives it to server worker 0).
 var kernelMetrics bool
 
+// serverLoop (-loop on a server worker) serves the connections from one
+// event loop (serveLoop) instead of a goroutine each.
+var serverLoop bool
+
+// countingListener counts accepted connections.
+type countingListener struct {
+	net.Listener
+	n *atomic.Uint64
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
+}
+
 // serveMetrics exposes reg, with the process's own collector (RSS, CPU),
 // on metricsAddr in this worker's namespace.
 func serveMetrics(reg *prometheus.Registry) string {
@@ -116,21 +134,25 @@ func runServerWorker(id int, addr string, stop <-chan struct{}) error {
 	if kernelMetrics {
 		reg.MustRegister(slabCollector{})
 	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
+	if serverLoop {
+		go serveLoop(countingListener{ln, &accepted}, &pings, &open)
+	} else {
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				accepted.Add(1)
+				open.Add(1)
+				go func() {
+					defer open.Add(-1)
+					defer c.Close()
+					servePings(c, &pings)
+				}()
 			}
-			accepted.Add(1)
-			open.Add(1)
-			go func() {
-				defer open.Add(-1)
-				defer c.Close()
-				servePings(c, &pings)
-			}()
-		}
-	}()
+		}()
+	}
 	emit(report{Role: "server", Worker: id, Addr: ln.Addr().String(), Metrics: serveMetrics(reg)})
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
