@@ -172,6 +172,10 @@ func New(handler fasthttp.RequestHandler, cfg Config) (*Server, error) {
 	cfg.MetricsPath = orDefault(cfg.MetricsPath, DefaultMetricsPath)
 	cfg.ShutdownTimeout = orDefault(cfg.ShutdownTimeout, DefaultShutdownTimeout)
 	s := &Server{cfg: cfg, reg: cfg.Registry, conns: map[net.Conn]struct{}{}, drained: make(chan struct{}, 1)}
+	if s.reg == nil {
+		s.reg = prometheus.NewRegistry()
+		s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
 	if cfg.Prefork != nil && !prefork.Child() {
 		pc := *cfg.Prefork
 		pc.Listener = cfg.Listener
@@ -189,10 +193,6 @@ func New(handler fasthttp.RequestHandler, cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("server: %w", err)
 		}
 		return s, nil
-	}
-	if s.reg == nil {
-		s.reg = prometheus.NewRegistry()
-		s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 
 	lc := cfg.Listener

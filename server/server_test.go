@@ -21,6 +21,7 @@ import (
 	"github.com/connopt/connopt/internal/leakcheck"
 	"github.com/connopt/connopt/internal/testkit"
 	"github.com/connopt/connopt/middleware"
+	"github.com/connopt/connopt/prefork"
 )
 
 // start runs s until the returned stop is called; stop returns Run's error.
@@ -269,4 +270,19 @@ func TestChildMetricsAddr(t *testing.T) {
 	if _, err := childMetricsAddr("no-port", 1); err == nil {
 		t.Error("an address without a port accepted")
 	}
+}
+
+// In a prefork parent New opens the sockets and nothing else: no handler
+// runs there, but Registry is usable (collectors registered on it reach
+// nobody's /metrics, and must not panic) and the address is known.
+func TestPreforkParentNew(t *testing.T) {
+	s, err := New(hello, Config{Addr: "127.0.0.1:0", Prefork: &prefork.Config{Children: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Supervisor().Close()
+	if s.Supervisor() == nil || s.Registry() == nil || s.ListenerMetrics() != nil || s.Addr() == nil {
+		t.Fatalf("parent: supervisor %v, registry %v, listener metrics %v, addr %v", s.Supervisor(), s.Registry(), s.ListenerMetrics(), s.Addr())
+	}
+	s.Registry().MustRegister(prometheus.NewCounter(prometheus.CounterOpts{Name: "x_total", Help: "x"}))
 }
