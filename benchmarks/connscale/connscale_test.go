@@ -93,6 +93,18 @@ func smallRun(t *testing.T, loop bool) {
 	if histTotal != s.pongs || quantile(s.hist, 0.99) <= 0 {
 		t.Fatalf("histogram holds %d values for %d pongs", histTotal, s.pongs)
 	}
+	// The hold's histogram is part of it: the pings of the 2 s hold, at
+	// least 3 per connection, none of the ramp's.
+	var holdTotal uint64
+	for k, c := range s.holdHist {
+		holdTotal += c
+		if c > s.hist[k] {
+			t.Fatalf("bucket %d: %d in the hold, %d in the whole run", k, c, s.hist[k])
+		}
+	}
+	if holdTotal < 2000*3 || holdTotal >= histTotal {
+		t.Fatalf("hold histogram holds %d values, whole run %d", holdTotal, histTotal)
+	}
 	if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), "cs"+strconv.Itoa(os.Getpid()%100000)) {
 		t.Fatalf("namespaces left behind:\n%s", out)
 	}

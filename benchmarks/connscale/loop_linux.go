@@ -7,6 +7,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -22,10 +26,17 @@ import (
 // timer and a reader. Connections are dialed through client.Dialer as in
 // the goroutine mode; the loop then takes the socket over: it reads and
 // writes the Conn's descriptor itself, never through the Conn, and keeps
-// the Conn only to close it (which also ends its ports lease). The runtime
-// poller still has the descriptor registered (edge-triggered, nobody
-// waiting): a duplicate would leave it out, but costs a second descriptor
-// per connection against the 20,000 a process may have.
+// the Conn only to close it (which also ends its ports lease).
+//
+// The runtime's poller registered the descriptor when the Conn was made,
+// and nobody waits on it there: every packet then woke two threads, the
+// loop's and the runtime's (perf at 250,000 connections: the wake-ups were
+// the largest cost of a ping). takeOver removes the descriptor from the
+// runtime's epoll instance (found by detach.epfd); closing the Conn later
+// asks the runtime to remove it again, which fails with ENOENT and is
+// ignored there. A duplicate descriptor would leave the runtime out too,
+// but costs a second descriptor per connection against the 20,000 a
+// process may have, and closing the Conn instead ends its ports lease.
 
 // loopConn is one held connection.
 type loopConn struct {
@@ -57,7 +68,8 @@ func (h *timerHeap) Pop() any {
 	return t
 }
 
-// takeOver returns c's descriptor, for the loop to use while c is open.
+// takeOver returns c's descriptor, for the loop to use while c is open,
+// and takes it out of the runtime's poller.
 func takeOver(c net.Conn) (int, error) {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
@@ -71,7 +83,65 @@ func takeOver(c net.Conn) (int, error) {
 	if err := rc.Control(func(s uintptr) { fd = int(s) }); err != nil {
 		return -1, err
 	}
+	rt, err := runtimeEpoll()
+	if err != nil {
+		return -1, err
+	}
+	if err := unix.EpollCtl(rt, unix.EPOLL_CTL_DEL, fd, nil); err != nil && err != unix.ENOENT {
+		return -1, fmt.Errorf("epoll_ctl(runtime poller, DEL): %w", err)
+	}
 	return fd, nil
+}
+
+// runtimeEpoll is the descriptor of the runtime poller's epoll instance:
+// the one whose /proc/self/fdinfo lists a pipe this process just opened
+// through package os (which registers it there).
+var runtimeEpoll = sync.OnceValues(func() (int, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return -1, err
+	}
+	defer r.Close()
+	defer w.Close()
+	rc, err := r.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	pfd := -1
+	rc.Control(func(s uintptr) { pfd = int(s) })
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return -1, err
+	}
+	want := fmt.Sprintf("tfd: %8d ", pfd)
+	for _, e := range ents {
+		if link, _ := os.Readlink("/proc/self/fd/" + e.Name()); link != "anon_inode:[eventpoll]" {
+			continue
+		}
+		info, _ := os.ReadFile("/proc/self/fdinfo/" + e.Name())
+		if strings.Contains(string(info), want) {
+			return strconv.Atoi(e.Name())
+		}
+	}
+	return -1, errors.New("the runtime poller's epoll instance is not in /proc/self/fdinfo")
+})
+
+// connTable is the loop's connections by descriptor: descriptors are small
+// and dense (below the fd limit), so a slice is the map.
+type connTable[T any] []*T
+
+func (t *connTable[T]) get(fd int) *T {
+	if fd < 0 || fd >= len(*t) {
+		return nil
+	}
+	return (*t)[fd]
+}
+
+func (t *connTable[T]) put(fd int, c *T) {
+	for fd >= len(*t) {
+		*t = append(*t, nil)
+	}
+	(*t)[fd] = c
 }
 
 // runLoopClient dials o.conns connections at o.rate through d and holds
@@ -139,7 +209,7 @@ func runLoopClient(ctx context.Context, d *client.Dialer, o clientOpts, s *clien
 		}
 	}()
 
-	conns := map[int]*loopConn{}
+	var conns connTable[loopConn]
 	var timers timerHeap
 	events := make([]unix.EpollEvent, 256)
 	buf := make([]byte, 64)
@@ -154,13 +224,16 @@ func runLoopClient(ctx context.Context, d *client.Dialer, o clientOpts, s *clien
 		}
 		unix.EpollCtl(epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
 		c.conn.Close()
-		delete(conns, c.fd)
+		conns.put(c.fd, nil)
 		c.seq = 0
 		s.open.Add(-1)
 	}
 	defer func() {
 		stopRamp()
 		for _, c := range conns {
+			if c == nil {
+				continue
+			}
 			unix.SetsockoptLinger(c.fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
 			c.conn.Close()
 			s.open.Add(-1)
@@ -200,7 +273,7 @@ func runLoopClient(ctx context.Context, d *client.Dialer, o clientOpts, s *clien
 					s.fail("epoll_ctl: " + err.Error())
 					continue
 				}
-				conns[fd] = c
+				conns.put(fd, c)
 				s.established.Add(1)
 				s.open.Add(1)
 				heap.Push(&timers, loopTimer{at: time.Now().Add(time.Duration(rand.Int64N(int64(o.interval)))), c: c})
@@ -224,7 +297,7 @@ func runLoopClient(ctx context.Context, d *client.Dialer, o clientOpts, s *clien
 		}
 		now := time.Now()
 		for _, ev := range events[:max(n, 0)] {
-			c := conns[int(ev.Fd)]
+			c := conns.get(int(ev.Fd))
 			if c == nil {
 				continue
 			}
@@ -247,10 +320,7 @@ func runLoopClient(ctx context.Context, d *client.Dialer, o clientOpts, s *clien
 				if c.got += r; c.got < len(pong) {
 					continue
 				}
-				rtt := now.Sub(c.sentAt)
-				s.rtt.record(rtt)
-				s.rttProm.Observe(rtt.Seconds())
-				s.pongs.Add(1)
+				s.pong(c.sentAt, now)
 				c.seq, c.got = 0, 0
 				pending--
 				heap.Push(&timers, loopTimer{at: now.Add(o.interval), c: c})
@@ -265,7 +335,7 @@ func runLoopClient(ctx context.Context, d *client.Dialer, o clientOpts, s *clien
 		for len(timers) > 0 && !timers[0].at.After(now) {
 			t := heap.Pop(&timers).(loopTimer)
 			c := t.c
-			if conns[c.fd] != c {
+			if conns.get(c.fd) != c {
 				continue // closed (its descriptor number may be another's now)
 			}
 			if t.pong {
@@ -296,6 +366,12 @@ func runLoopClient(ctx context.Context, d *client.Dialer, o clientOpts, s *clien
 	return nil
 }
 
+// served is a connection of serveLoop.
+type served struct {
+	conn net.Conn
+	fd   int
+}
+
 // serveLoop is the server side on an event loop: accepted connections are
 // handed to one epoll instance, and every "\n" read is answered with a
 // pong (several in one write when pings arrive together). It returns when
@@ -306,11 +382,7 @@ func serveLoop(ln net.Listener, pings *atomic.Uint64, open *atomic.Int64) error 
 		return fmt.Errorf("epoll_create1: %w", err)
 	}
 	defer unix.Close(epfd)
-	type served struct {
-		conn net.Conn
-		fd   int
-	}
-	fresh := make(chan served, 1024)
+	fresh := make(chan *served, 1024)
 	go func() {
 		defer close(fresh)
 		for {
@@ -323,19 +395,21 @@ func serveLoop(ln net.Listener, pings *atomic.Uint64, open *atomic.Int64) error 
 				c.Close()
 				continue
 			}
-			fresh <- served{c, fd}
+			fresh <- &served{c, fd}
 		}
 	}()
-	conns := map[int]net.Conn{}
+	var conns connTable[served]
 	closeConn := func(fd int) {
 		unix.EpollCtl(epfd, unix.EPOLL_CTL_DEL, fd, nil)
-		conns[fd].Close()
-		delete(conns, fd)
+		conns.get(fd).conn.Close()
+		conns.put(fd, nil)
 		open.Add(-1)
 	}
 	defer func() {
-		for fd := range conns {
-			closeConn(fd)
+		for fd, c := range conns {
+			if c != nil {
+				closeConn(fd)
+			}
 		}
 	}()
 	events := make([]unix.EpollEvent, 256)
@@ -353,7 +427,7 @@ func serveLoop(ln net.Listener, pings *atomic.Uint64, open *atomic.Int64) error 
 					sv.conn.Close()
 					continue
 				}
-				conns[sv.fd] = sv.conn
+				conns.put(sv.fd, sv)
 				open.Add(1)
 			default:
 				more = false
@@ -365,7 +439,7 @@ func serveLoop(ln net.Listener, pings *atomic.Uint64, open *atomic.Int64) error 
 		}
 		for _, ev := range events[:max(n, 0)] {
 			fd := int(ev.Fd)
-			if conns[fd] == nil {
+			if conns.get(fd) == nil {
 				continue
 			}
 			r, err := unix.Read(fd, buf)

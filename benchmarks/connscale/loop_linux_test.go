@@ -5,16 +5,18 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/connopt/connopt/client"
 	"github.com/connopt/connopt/internal/leakcheck"
 	"github.com/connopt/connopt/internal/testkit"
+	"golang.org/x/sys/unix"
 )
 
 // A server that answers every connection but two: the first stays silent
@@ -83,7 +85,7 @@ func pongTimeoutAndReset(t *testing.T, loop bool) {
 	}
 	defer d.Close()
 	o := clientOpts{server: ln.Addr().String(), conns: 5, rate: 1000, interval: 100 * time.Millisecond, timeout: timeout}
-	s := &clientStats{reasons: map[string]uint64{}, rttProm: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "x"})}
+	s := &clientStats{reasons: map[string]uint64{}}
 	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 	defer cancel()
 	if loop {
@@ -122,5 +124,74 @@ func pongTimeoutAndReset(t *testing.T, loop bool) {
 		t.Fatalf("the unanswered connection was dropped %v after its ping, want %v (+200 ms)", took, timeout)
 	}
 	d.Close()
+	ln.Close()
+	leakcheck.Settle(t, fds, -1)
+}
+
+// takeOver takes a dialed connection's descriptor out of the runtime's
+// poller (the runtime's epoll instance lists it before, not after), the
+// loop can use it, and closing the Conn afterwards (the runtime then
+// removes a descriptor its epoll no longer has) neither fails nor leaks.
+func TestTakeOverLeavesTheRuntimePoller(t *testing.T) {
+	fds := leakcheck.FDs(t)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		servePings(c, new(atomic.Uint64))
+	}()
+	d, err := client.NewDialer(client.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	c, err := d.DialContext(context.Background(), "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := runtimeEpoll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fd int
+	rc, _ := c.(syscall.Conn).SyscallConn()
+	rc.Control(func(s uintptr) { fd = int(s) })
+	registered := func() bool {
+		info, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", rt))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Contains(string(info), fmt.Sprintf("tfd: %8d ", fd))
+	}
+	if !registered() {
+		t.Fatalf("descriptor %d is not in the runtime's epoll (%d) before takeOver", fd, rt)
+	}
+	got, err := takeOver(c)
+	if err != nil || got != fd {
+		t.Fatalf("takeOver = %d, %v; want %d", got, err, fd)
+	}
+	if registered() {
+		t.Fatalf("descriptor %d is still in the runtime's epoll after takeOver", fd)
+	}
+	if _, err := unix.Write(fd, ping); err != nil {
+		t.Fatal(err)
+	}
+	unix.SetNonblock(fd, false)
+	buf := make([]byte, len(pong))
+	if n, err := unix.Read(fd, buf); err != nil || string(buf[:n]) != string(pong) {
+		t.Fatalf("read %q, %v", buf[:n], err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("Close after takeOver: %v", err)
+	}
+	d.Close()
+	ln.Close()
 	leakcheck.Settle(t, fds, -1)
 }

@@ -67,8 +67,8 @@ func TestPrometheusReproducesTheSummary(t *testing.T) {
 	}, []string{"rules.yml"}, 5)
 
 	rules := testkit.PromRules(t, base)
-	if len(rules) != 14 {
-		t.Fatalf("%d rules loaded, want the 14 of rules.yml", len(rules))
+	if len(rules) != 17 {
+		t.Fatalf("%d rules loaded, want the 17 of rules.yml", len(rules))
 	}
 	for _, r := range rules {
 		if r.Health != "ok" {

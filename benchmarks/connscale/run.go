@@ -44,8 +44,9 @@ type summary struct {
 	reasons                  map[string]uint64
 	pings, pongs, timeouts   uint64
 	peakOpen, peakServerOpen int64
-	serverRSS, clientRSS     uint64 // at peak, all workers
-	hist                     map[int]uint64
+	serverRSS, clientRSS     uint64         // at peak, all workers
+	hist                     map[int]uint64 // every pong
+	holdHist                 map[int]uint64 // pongs of pings sent after the ramp
 	servers, clients         int
 	elapsed                  time.Duration
 	kernelTCP                uint64 // bytes of TCP buffers in the kernel at peak (loopback runs)
@@ -100,7 +101,8 @@ func (s summary) table() string {
 	fmt.Fprintf(&b, "| connections asked | %d |\n| established | %d |\n| failed | %d |\n", s.opts.conns, s.established, s.failed)
 	fmt.Fprintf(&b, "| peak open (clients / server) | %d / %d |\n", s.peakOpen, s.peakServerOpen)
 	fmt.Fprintf(&b, "| pings / pongs / timeouts | %d / %d / %d |\n", s.pings, s.pongs, s.timeouts)
-	fmt.Fprintf(&b, "| pong RTT p50 / p99 / p99.9 | %v / %v / %v |\n", quantile(s.hist, 0.5), quantile(s.hist, 0.99), quantile(s.hist, 0.999))
+	fmt.Fprintf(&b, "| pong RTT p50 / p99 / p99.9, whole run | %v / %v / %v |\n", quantile(s.hist, 0.5), quantile(s.hist, 0.99), quantile(s.hist, 0.999))
+	fmt.Fprintf(&b, "| pong RTT p50 / p99 / p99.9, hold (pings sent after the ramp) | %v / %v / %v |\n", quantile(s.holdHist, 0.5), quantile(s.holdHist, 0.99), quantile(s.holdHist, 0.999))
 	fmt.Fprintf(&b, "| memory per connection, server / client (RSS) | %s / %s |\n", perConn(s.serverRSS, s.peakServerOpen), perConn(s.clientRSS, s.peakOpen))
 	if s.servers > 0 && s.clients > 0 {
 		fmt.Fprintf(&b, "| RSS per worker at the peak, server / client (mean) | %.0f / %.0f MiB |\n",
@@ -327,7 +329,7 @@ func runExperiment(o runOpts) (summary, error) {
 		}
 	}
 
-	s := summary{opts: o, servers: nServers, clients: nClients, reasons: map[string]uint64{}, hist: map[int]uint64{}, slabBase: slabBase}
+	s := summary{opts: o, servers: nServers, clients: nClients, reasons: map[string]uint64{}, hist: map[int]uint64{}, holdHist: map[int]uint64{}, slabBase: slabBase}
 	latest := map[string]report{}
 	finals := 0
 	deadline := time.After(time.Duration(o.conns/o.rate+1)*time.Second + o.hold + o.interval + 2*time.Minute)
@@ -350,6 +352,9 @@ func runExperiment(o runOpts) (summary, error) {
 				}
 				for k, v := range r.Hist {
 					s.hist[k] += v
+				}
+				for k, v := range r.HoldHist {
+					s.holdHist[k] += v
 				}
 			}
 			if r.Metrics == "" {

@@ -42,6 +42,7 @@ type report struct {
 	Timeouts    uint64            `json:"timeouts"`
 	RSS         uint64            `json:"rss"`
 	Hist        map[int]uint64    `json:"hist,omitempty"`
+	HoldHist    map[int]uint64    `json:"hold_hist,omitempty"` // pings sent after the ramp
 	Final       bool              `json:"final,omitempty"`
 	Addr        string            `json:"addr,omitempty"`
 	Metrics     string            `json:"metrics,omitempty"`
@@ -212,8 +213,9 @@ type clientStats struct {
 	pings, pongs, timeouts atomic.Uint64
 	mu                     sync.Mutex
 	reasons                map[string]uint64
-	rtt                    hist
-	rttProm                prometheus.Histogram
+	rtt, holdRTT           hist
+	rttProm                *prometheus.HistogramVec // by phase: ramp, hold
+	holdFrom               atomic.Int64             // Unix ns of the ramp's end; 0 while it runs
 	failedProm             *prometheus.CounterVec
 }
 
@@ -227,6 +229,21 @@ func (s *clientStats) fail(reason string) {
 	}
 }
 
+// pong counts a pong that came at now for a ping sent at sent.
+func (s *clientStats) pong(sent, now time.Time) {
+	rtt := now.Sub(sent)
+	s.rtt.record(rtt)
+	phase := "ramp"
+	if h := s.holdFrom.Load(); h != 0 && sent.UnixNano() >= h {
+		s.holdRTT.record(rtt)
+		phase = "hold"
+	}
+	if s.rttProm != nil {
+		s.rttProm.WithLabelValues(phase).Observe(rtt.Seconds())
+	}
+	s.pongs.Add(1)
+}
+
 func (s *clientStats) report(id int, final bool) report {
 	r := report{Role: "client", Worker: id, Open: s.open.Load(), Established: s.established.Load(), Failed: s.failed.Load(),
 		Pings: s.pings.Load(), Pongs: s.pongs.Load(), Timeouts: s.timeouts.Load(), Final: final, FailReasons: map[string]uint64{}}
@@ -236,6 +253,7 @@ func (s *clientStats) report(id int, final bool) report {
 	}
 	s.mu.Unlock()
 	r.Hist = s.rtt.snapshot()
+	r.HoldHist = s.holdRTT.snapshot()
 	return r
 }
 
@@ -280,8 +298,9 @@ func runClientWorker(o clientOpts) error {
 	counter(reg, "connscale_client_timeouts_total", "Pongs that did not come within the timeout.", &s.timeouts)
 	s.failedProm = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "connscale_client_failed_total",
 		Help: "Connections lost (dial, ping or pong failed), by reason."}, []string{"reason"})
-	s.rttProm = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "connscale_client_pong_rtt_seconds",
-		Help: "Time from writing Ping to reading Pong.", Buckets: prometheus.ExponentialBuckets(10e-6, 2, 18)})
+	s.rttProm = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "connscale_client_pong_rtt_seconds",
+		Help:    "Time from writing Ping to reading Pong, by when the ping was sent: during this worker's ramp or after it (hold).",
+		Buckets: prometheus.ExponentialBuckets(10e-6, 2, 18)}, []string{"phase"})
 	reg.MustRegister(s.rttProm, s.failedProm)
 	if kernelMetrics {
 		reg.MustRegister(slabCollector{})
@@ -324,6 +343,7 @@ func runClientWorker(o clientOpts) error {
 		select {
 		case <-rampDone:
 			rampDone = nil
+			s.holdFrom.Store(time.Now().UnixNano())
 			holdEnd = time.After(o.hold)
 		case <-holdEnd:
 			cancel()
@@ -332,7 +352,7 @@ func runClientWorker(o clientOpts) error {
 			return nil
 		case <-tick.C:
 			r := s.report(o.id, false)
-			r.Hist = nil
+			r.Hist, r.HoldHist = nil, nil
 			emit(r)
 		}
 	}
@@ -387,10 +407,7 @@ func pinger(ctx context.Context, d *client.Dialer, o clientOpts, s *clientStats)
 			s.fail(fmt.Sprintf("pong: unexpected %q", line))
 			return
 		}
-		rtt := time.Since(start)
-		s.rtt.record(rtt)
-		s.rttProm.Observe(rtt.Seconds())
-		s.pongs.Add(1)
+		s.pong(start, time.Now())
 		t.Reset(o.interval)
 	}
 }
