@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"strconv"
@@ -50,15 +49,17 @@ func fds(t *testing.T) int {
 // 2 s of hold with a ping every 500 ms: every connection is made, every ping
 // answered, the counts add up, and nothing is left behind.
 func TestSmallRun(t *testing.T) {
-	for _, loop := range []bool{false, true} {
-		t.Run(fmt.Sprintf("loop=%v", loop), func(t *testing.T) { smallRun(t, loop) })
+	for _, mode := range []string{"goroutines", "loop", "gnet"} {
+		t.Run(mode, func(t *testing.T) { smallRun(t, mode) })
 	}
 }
 
-// smallRun: goroutines on both ends, or event loops on both ends (loop),
-// whose timers must fire on time for the ping count to hold.
-func smallRun(t *testing.T, loop bool) {
-	o := runOpts{conns: 2000, rate: 2000, perWorker: 1000, interval: 500 * time.Millisecond, timeout: time.Second, hold: 2 * time.Second, loop: loop, serverLoop: loop}
+// smallRun: goroutines on both ends, or event loops on both ends (loop:
+// connscale's own; gnet: gnet's client, connscale's loop serving), whose
+// timers must fire on time for the ping count to hold.
+func smallRun(t *testing.T, mode string) {
+	o := runOpts{conns: 2000, rate: 2000, perWorker: 1000, interval: 500 * time.Millisecond, timeout: time.Second, hold: 2 * time.Second,
+		loop: mode == "loop", gnet: mode == "gnet", serverLoop: mode != "goroutines"}
 	_, ipErr := exec.LookPath("ip")
 	if os.Geteuid() == 0 && ipErr == nil {
 		o.netns = 2

@@ -144,6 +144,38 @@ func (t *connTable[T]) put(fd int, c *T) {
 	(*t)[fd] = c
 }
 
+// rampDial dials o.conns connections through d at o.rate, at most 64 at
+// a time, and gives each to hand (on the dialing goroutine); it returns
+// when every dial has ended or ctx is done.
+func rampDial(ctx context.Context, d *client.Dialer, o clientOpts, s *clientStats, hand func(net.Conn)) {
+	gap := time.Second / time.Duration(max(1, o.rate))
+	next := time.Now()
+	sem := make(chan struct{}, 64) // dials in flight
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for i := 0; i < o.conns && ctx.Err() == nil; i++ {
+		if w := time.Until(next); w > 0 {
+			time.Sleep(w)
+		}
+		next = next.Add(gap)
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			c, err := d.DialContext(dctx, "tcp", o.server)
+			cancel()
+			if err != nil {
+				if ctx.Err() == nil {
+					s.fail("dial: " + reason(err))
+				}
+				return
+			}
+			hand(c)
+		}()
+	}
+}
+
 // runLoopClient dials o.conns connections at o.rate through d and holds
 // them from one event loop until ctx is done, counting into s; rampDone is
 // closed when the last dial has ended. Then it resets them all (no
@@ -155,9 +187,9 @@ func runLoopClient(ctx context.Context, d *client.Dialer, o clientOpts, s *clien
 	}
 	defer unix.Close(epfd)
 
-	// The ramp dials on its own goroutine (a dial waits for the handshake)
-	// and hands descriptors over; the loop polls for them every 10 ms
-	// while it runs.
+	// The ramp dials on its own goroutines (a dial waits for the
+	// handshake) and hands descriptors over; the loop polls for them
+	// every 10 ms while it runs.
 	type handed struct {
 		fd   int
 		conn net.Conn
@@ -168,45 +200,19 @@ func runLoopClient(ctx context.Context, d *client.Dialer, o clientOpts, s *clien
 	go func() {
 		defer close(rampDone)
 		defer close(fresh)
-		gap := time.Second / time.Duration(max(1, o.rate))
-		next := time.Now()
-		sem := make(chan struct{}, 64) // dials in flight
-		done := make(chan struct{})
-		inFlight := 0
-		for i := 0; i < o.conns && rampCtx.Err() == nil; i++ {
-			if w := time.Until(next); w > 0 {
-				time.Sleep(w)
+		rampDial(rampCtx, d, o, s, func(c net.Conn) {
+			fd, err := takeOver(c)
+			if err != nil {
+				c.Close()
+				s.fail("dial: " + reason(err))
+				return
 			}
-			next = next.Add(gap)
-			sem <- struct{}{}
-			inFlight++
-			go func() {
-				defer func() { <-sem; done <- struct{}{} }()
-				dctx, cancel := context.WithTimeout(rampCtx, 5*time.Second)
-				c, err := d.DialContext(dctx, "tcp", o.server)
-				cancel()
-				if err != nil {
-					if rampCtx.Err() == nil {
-						s.fail("dial: " + reason(err))
-					}
-					return
-				}
-				fd, err := takeOver(c)
-				if err != nil {
-					c.Close()
-					s.fail("dial: " + reason(err))
-					return
-				}
-				select {
-				case fresh <- handed{fd, c}:
-				case <-rampCtx.Done():
-					c.Close()
-				}
-			}()
-		}
-		for ; inFlight > 0; inFlight-- {
-			<-done
-		}
+			select {
+			case fresh <- handed{fd, c}:
+			case <-rampCtx.Done():
+				c.Close()
+			}
+		})
 	}()
 
 	var conns connTable[loopConn]
@@ -246,7 +252,7 @@ func runLoopClient(ctx context.Context, d *client.Dialer, o clientOpts, s *clien
 	// are waited for, up to the timeout, as the goroutine mode finishes
 	// its exchange before it looks at ctx.
 	ramping := true
-	var stopAt time.Time
+	var stopAt, lastFired time.Time
 	for {
 		if ctx.Err() != nil {
 			if stopAt.IsZero() {
@@ -285,7 +291,9 @@ func runLoopClient(ctx context.Context, d *client.Dialer, o clientOpts, s *clien
 
 		wait := time.Second
 		if len(timers) > 0 {
-			wait = time.Until(timers[0].at)
+			// Timers wait for the next tick after the last firing, so
+			// that pings leave in batches (o.tick 0: each on its own).
+			wait = time.Until(later(timers[0].at, lastFired.Add(o.tick)))
 		}
 		if ramping {
 			wait = min(wait, 10*time.Millisecond)
@@ -331,6 +339,9 @@ func runLoopClient(ctx context.Context, d *client.Dialer, o clientOpts, s *clien
 				}
 				closeConn(c, why)
 			}
+		}
+		if len(timers) > 0 && !timers[0].at.After(now) {
+			lastFired = now
 		}
 		for len(timers) > 0 && !timers[0].at.After(now) {
 			t := heap.Pop(&timers).(loopTimer)
@@ -466,4 +477,11 @@ func serveLoop(ln net.Listener, pings *atomic.Uint64, open *atomic.Int64) error 
 			pings.Add(uint64(len(out) / len(pong)))
 		}
 	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }

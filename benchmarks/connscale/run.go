@@ -20,6 +20,8 @@ import (
 
 type runOpts struct {
 	loop                          bool // client workers on the event loop
+	tick                          time.Duration
+	gnet                          bool // client workers on gnet v2
 	serverLoop                    bool // server workers on the event loop
 	conns, rate, perWorker, netns int
 	// noSources dials without a source address or port allocator: the
@@ -323,7 +325,7 @@ func runExperiment(o runOpts) (summary, error) {
 		}
 		_, err := start("client", i, ns, "-server", target, "-conns", fmt.Sprint(share),
 			"-rate", fmt.Sprint(max(1, o.rate/nClients)), "-interval", o.interval.String(),
-			"-timeout", o.timeout.String(), "-hold", o.hold.String(), "-sources", source, fmt.Sprintf("-loop=%v", o.loop))
+			"-timeout", o.timeout.String(), "-hold", o.hold.String(), "-sources", source, fmt.Sprintf("-loop=%v", o.loop), "-tick", o.tick.String(), fmt.Sprintf("-gnet=%v", o.gnet))
 		if err != nil {
 			return summary{}, err
 		}

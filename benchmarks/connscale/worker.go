@@ -205,6 +205,11 @@ type clientOpts struct {
 	// loop holds the connections from one event loop (loop_linux.go)
 	// instead of a goroutine each.
 	loop bool
+	// gnet holds them with gnet v2's client instead (gnet_linux.go).
+	gnet bool
+	// tick is the loop's timer granularity: due pings wait for the next
+	// tick after the last batch (0: every timer on its own).
+	tick time.Duration
 }
 
 type clientStats struct {
@@ -310,11 +315,15 @@ func runClientWorker(o clientOpts) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	rampDone := make(chan struct{})
-	if o.loop {
+	if o.loop || o.gnet {
+		run := runLoopClient
+		if o.gnet {
+			run = runGnetClient
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := runLoopClient(ctx, d, o, s, rampDone); err != nil {
+			if err := run(ctx, d, o, s, rampDone); err != nil {
 				s.fail("loop: " + err.Error())
 			}
 		}()
