@@ -52,10 +52,37 @@ type summary struct {
 	servers, clients         int
 	elapsed                  time.Duration
 	kernelTCP                uint64 // bytes of TCP buffers in the kernel at peak (loopback runs)
+	// The hold, from the first second every client reported its ramp
+	// ended to the last before one stopped: CPU per ping there.
+	holdFrom, holdTo cpuMark
 	// Slab caches (procstat.Slabs) before the servers start and at the
 	// clients' peak: what the kernel spends per connection, by cache.
 	slabBase, slabPeak map[string]uint64
 }
+
+// cpuMark is the CPU time spent so far, in clock ticks: by the client
+// workers, by the server workers and by the whole machine (which also has
+// the kernel's softirq network work, in no process's time), with the pings
+// sent so far.
+type cpuMark struct {
+	client, server, machine float64
+	pings                   uint64
+}
+
+// perPing is the CPU time per ping from m to n, by the clients, the servers
+// and the machine; zero without pings.
+func (m cpuMark) perPing(n cpuMark) (client, server, machine time.Duration) {
+	p := float64(n.pings) - float64(m.pings)
+	if p <= 0 {
+		return 0, 0, 0
+	}
+	tick := float64(time.Second) / clockTicks
+	d := func(a, b float64) time.Duration { return time.Duration((b - a) * tick / p) }
+	return d(m.client, n.client), d(m.server, n.server), d(m.machine, n.machine)
+}
+
+// clockTicks is USER_HZ, the unit of /proc's CPU times (100 on Linux).
+const clockTicks = 100
 
 // slabDelta is the growth of each slab cache from base to peak, largest
 // first, and the total.
@@ -105,6 +132,10 @@ func (s summary) table() string {
 	fmt.Fprintf(&b, "| pings / pongs / timeouts | %d / %d / %d |\n", s.pings, s.pongs, s.timeouts)
 	fmt.Fprintf(&b, "| pong RTT p50 / p99 / p99.9, whole run | %v / %v / %v |\n", quantile(s.hist, 0.5), quantile(s.hist, 0.99), quantile(s.hist, 0.999))
 	fmt.Fprintf(&b, "| pong RTT p50 / p99 / p99.9, hold (pings sent after the ramp) | %v / %v / %v |\n", quantile(s.holdHist, 0.5), quantile(s.holdHist, 0.99), quantile(s.holdHist, 0.999))
+	if c, sv, m := s.holdFrom.perPing(s.holdTo); m > 0 {
+		fmt.Fprintf(&b, "| CPU per ping in the hold: client / server workers, whole machine | %.1f / %.1f µs, %.1f µs |\n",
+			measure.Micros(c), measure.Micros(sv), measure.Micros(m))
+	}
 	fmt.Fprintf(&b, "| memory per connection, server / client (RSS) | %s / %s |\n", perConn(s.serverRSS, s.peakServerOpen), perConn(s.clientRSS, s.peakOpen))
 	if s.servers > 0 && s.clients > 0 {
 		fmt.Fprintf(&b, "| RSS per worker at the peak, server / client (mean) | %.0f / %.0f MiB |\n",
@@ -338,6 +369,7 @@ func runExperiment(o runOpts) (summary, error) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var lastEst, lastFailed uint64
+	held := false // s.holdFrom is set
 	for finals < nClients {
 		select {
 		case r := <-reports:
@@ -366,6 +398,8 @@ func runExperiment(o runOpts) (summary, error) {
 			var open, srvOpen int64
 			var est, failed, timeouts uint64
 			var srvRSS, cliRSS uint64
+			var mark cpuMark
+			holding := 0
 			for _, r := range latest {
 				if r.Role == "client" {
 					open += r.Open
@@ -373,10 +407,23 @@ func runExperiment(o runOpts) (summary, error) {
 					failed += r.Failed
 					timeouts += r.Timeouts
 					cliRSS += r.RSS
+					mark.client += r.CPU
+					mark.pings += r.Pings
+					if r.Holding && !r.Final {
+						holding++
+					}
 				} else {
 					srvOpen += r.Open
 					srvRSS += r.RSS
+					mark.server += r.CPU
 				}
+			}
+			if holding == nClients && finals == 0 {
+				mark.machine, _, _ = procstat.MachineTicks()
+				if !held {
+					s.holdFrom, held = mark, true
+				}
+				s.holdTo = mark
 			}
 			if open >= s.peakOpen {
 				s.peakOpen, s.clientRSS = open, cliRSS

@@ -41,6 +41,8 @@ type report struct {
 	Pongs       uint64            `json:"pongs"`
 	Timeouts    uint64            `json:"timeouts"`
 	RSS         uint64            `json:"rss"`
+	CPU         float64           `json:"cpu"`               // user+system clock ticks of this worker
+	Holding     bool              `json:"holding,omitempty"` // a client whose ramp has ended
 	Hist        map[int]uint64    `json:"hist,omitempty"`
 	HoldHist    map[int]uint64    `json:"hold_hist,omitempty"` // pings sent after the ramp
 	Final       bool              `json:"final,omitempty"`
@@ -55,6 +57,7 @@ var out = struct {
 
 func emit(r report) {
 	r.RSS = procstat.RSS()
+	r.CPU, _ = procstat.CPUTicks(0)
 	out.Lock()
 	out.enc.Encode(r)
 	out.Unlock()
@@ -259,6 +262,7 @@ func (s *clientStats) report(id int, final bool) report {
 	s.mu.Unlock()
 	r.Hist = s.rtt.snapshot()
 	r.HoldHist = s.holdRTT.snapshot()
+	r.Holding = s.holdFrom.Load() != 0
 	return r
 }
 

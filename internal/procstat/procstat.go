@@ -124,3 +124,32 @@ func parseSlabinfo(b []byte, pageSize uint64) (map[string]uint64, error) {
 	}
 	return caches, nil
 }
+
+// MachineTicks returns the busy and total CPU time of the machine, all
+// CPUs, from the first line of /proc/stat, in clock ticks: busy is user,
+// nice, system, irq, softirq and steal (the kernel's network work done in
+// softirq shows there and in no process's time); total adds idle and
+// iowait.
+func MachineTicks() (busy, total float64, err error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	return parseMachineTicks(b)
+}
+
+func parseMachineTicks(b []byte) (busy, total float64, err error) {
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := strings.Fields(string(line))
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, 0, fmt.Errorf("/proc/stat: first line %q", line)
+	}
+	var v [8]float64 // user nice system idle iowait irq softirq steal
+	for i := range v {
+		if v[i], err = strconv.ParseFloat(f[i+1], 64); err != nil {
+			return 0, 0, fmt.Errorf("/proc/stat: %w", err)
+		}
+	}
+	busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
+	return busy, busy + v[3] + v[4], nil
+}

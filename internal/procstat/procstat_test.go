@@ -47,3 +47,18 @@ func TestNetCounter(t *testing.T) {
 		t.Error("a missing counter read without error")
 	}
 }
+
+func TestParseMachineTicks(t *testing.T) {
+	busy, total, err := parseMachineTicks([]byte("cpu  100 5 50 800 10 3 7 2 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n"))
+	if err != nil || busy != 100+5+50+3+7+2 || total != busy+800+10 {
+		t.Fatalf("busy %v total %v, %v", busy, total, err)
+	}
+	if _, _, err := parseMachineTicks([]byte("intr 1 2 3\n")); err == nil {
+		t.Fatal("a first line that is not cpu was accepted")
+	}
+	// The live machine's clock moves, and busy is part of it.
+	b1, t1, err := MachineTicks()
+	if err != nil || b1 > t1 || t1 <= 0 {
+		t.Fatalf("busy %v total %v, %v", b1, t1, err)
+	}
+}
