@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -61,16 +62,19 @@ type summary struct {
 }
 
 // cpuMark is the CPU time spent so far, in clock ticks: by the client
-// workers, by the server workers and by the whole machine (which also has
-// the kernel's softirq network work, in no process's time), with the pings
-// sent so far.
+// workers and by the server workers (the scheduler's measured run time),
+// the machine's idle time (measured; its busy columns are sampled at the
+// timer tick and miss loops that wake and sleep between ticks), and the
+// pings sent so far, at a moment.
 type cpuMark struct {
-	client, server, machine float64
-	pings                   uint64
+	at                   time.Time
+	client, server, idle float64
+	pings                uint64
 }
 
 // perPing is the CPU time per ping from m to n, by the clients, the servers
-// and the machine; zero without pings.
+// and the machine (all CPUs' time minus idle: the kernel's softirq network
+// work too, which no process is charged with); zero without pings.
 func (m cpuMark) perPing(n cpuMark) (client, server, machine time.Duration) {
 	p := float64(n.pings) - float64(m.pings)
 	if p <= 0 {
@@ -78,7 +82,8 @@ func (m cpuMark) perPing(n cpuMark) (client, server, machine time.Duration) {
 	}
 	tick := float64(time.Second) / clockTicks
 	d := func(a, b float64) time.Duration { return time.Duration((b - a) * tick / p) }
-	return d(m.client, n.client), d(m.server, n.server), d(m.machine, n.machine)
+	wall := n.at.Sub(m.at).Seconds() * clockTicks * float64(runtime.NumCPU())
+	return d(m.client, n.client), d(m.server, n.server), d(m.idle, m.idle+wall-(n.idle-m.idle))
 }
 
 // clockTicks is USER_HZ, the unit of /proc's CPU times (100 on Linux).
@@ -419,7 +424,8 @@ func runExperiment(o runOpts) (summary, error) {
 				}
 			}
 			if holding == nClients && finals == 0 {
-				mark.machine, _, _ = procstat.MachineTicks()
+				busy, total, _ := procstat.MachineTicks()
+				mark.at, mark.idle = time.Now(), total-busy
 				if !held {
 					s.holdFrom, held = mark, true
 				}

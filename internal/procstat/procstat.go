@@ -127,9 +127,10 @@ func parseSlabinfo(b []byte, pageSize uint64) (map[string]uint64, error) {
 
 // MachineTicks returns the busy and total CPU time of the machine, all
 // CPUs, from the first line of /proc/stat, in clock ticks: busy is user,
-// nice, system, irq, softirq and steal (the kernel's network work done in
-// softirq shows there and in no process's time); total adds idle and
-// iowait.
+// nice, system, irq, softirq and steal; total adds idle and iowait. The
+// busy columns are sampled at the timer tick (work that wakes and sleeps
+// between ticks is missed); idle and iowait are measured, so wall time
+// times CPUs minus idle is the precise busy time.
 func MachineTicks() (busy, total float64, err error) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
