@@ -1,7 +1,7 @@
 # connopt: the two commands that matter are `make run` and `make test`.
 GO ?= go
 
-.PHONY: run proxy fiber connscale connscale-1m test soak vet bench bench-quick bench-go bench-http bench-listener bench-ports bench-sockpool bench-client bench-idle bench-handover bench-batching bench-deps
+.PHONY: run proxy fiber connscale connscale-1m connscale-gnet test soak vet bench bench-quick bench-go bench-http bench-listener bench-ports bench-sockpool bench-client bench-idle bench-handover bench-batching bench-deps
 
 ## run: the hello-world fasthttp server on connopt's listener, with /metrics, on 127.0.0.1:8080
 run:
@@ -27,6 +27,14 @@ connscale:
 connscale-1m:
 	cd benchmarks && $(GO) build -o ../bin/connscale ./connscale
 	./bin/connscale run -conns 1000000 -rate 2500 -interval 60s -hold 60s -loop
+
+## connscale-gnet: connscale's event-loop client against gnet v2's, alternated 3 times each (50,000 connections, a ping every 5 s; about 6 minutes)
+connscale-gnet:
+	cd benchmarks && $(GO) build -o ../bin/connscale ./connscale
+	for i in 1 2 3; do for m in loop gnet; do \
+		echo "== -$$m, run $$i"; \
+		./bin/connscale run -conns 50000 -rate 4000 -interval 5s -hold 30s -server-loop -per-worker 9000 -$$m | grep -E 'failed \||RTT|CPU per ping|memory per connection|workers' || exit 1; \
+	done; done
 
 ## test: vet and race-enabled tests against real sockets (some need root and skip without it)
 test: vet

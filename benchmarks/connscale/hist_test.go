@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -68,4 +69,21 @@ func FuzzServePings(f *testing.F) {
 			t.Fatalf("%q: answered %q (%d pings counted), want %d pongs", in, b, pings.Load(), want)
 		}
 	})
+}
+
+// CPU per ping: process ticks per ping, and the machine's busy time as all
+// CPUs' wall time minus the idle time measured in between.
+func TestCPUPerPing(t *testing.T) {
+	at := time.Unix(1000, 0)
+	m := cpuMark{at: at, client: 100, server: 50, idle: 1000, pings: 10000}
+	n := cpuMark{at: at.Add(10 * time.Second), client: 300, server: 150, idle: 1000 + 10*clockTicks*float64(runtime.NumCPU()) - 500, pings: 20000}
+	c, s, mach := m.perPing(n)
+	// 200 ticks (2 s) / 10,000 pings = 200 µs; 100 ticks = 100 µs; 500
+	// busy ticks (5 s) = 500 µs.
+	if c != 200*time.Microsecond || s != 100*time.Microsecond || mach != 500*time.Microsecond {
+		t.Fatalf("per ping: client %v server %v machine %v", c, s, mach)
+	}
+	if c, s, mach := m.perPing(m); c != 0 || s != 0 || mach != 0 {
+		t.Fatalf("no pings: %v %v %v", c, s, mach)
+	}
 }
