@@ -59,7 +59,7 @@ func TestSmallRun(t *testing.T) {
 // timers must fire on time for the ping count to hold.
 func smallRun(t *testing.T, mode string) {
 	o := runOpts{conns: 2000, rate: 2000, perWorker: 1000, interval: 500 * time.Millisecond, timeout: time.Second, hold: 2 * time.Second,
-		loop: mode == "loop", gnet: mode == "gnet", serverLoop: mode != "goroutines"}
+		loop: mode == "loop", gnet: mode == "gnet", serverLoop: mode != "goroutines", tick: 5 * time.Millisecond}
 	_, ipErr := exec.LookPath("ip")
 	if os.Geteuid() == 0 && ipErr == nil {
 		o.netns = 2

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -12,6 +13,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	gnerrors "github.com/panjf2000/gnet/v2/pkg/errors"
 
 	"github.com/connopt/connopt/client"
 	"github.com/connopt/connopt/internal/leakcheck"
@@ -200,4 +204,84 @@ func TestTakeOverLeavesTheRuntimePoller(t *testing.T) {
 	d.Close()
 	ln.Close()
 	leakcheck.Settle(t, fds, -1)
+}
+
+// Why -gnet enrolls a duplicate: gnet's Client.Enroll refuses connopt's
+// dialed Conn (it takes only *net.TCPConn, *net.UnixConn, *net.UDPConn),
+// and closes it even then; enroll's *net.TCPConn from a duplicate is
+// taken, and the dialed Conn stays open for its lease.
+func TestGnetEnrollNeedsTCPConn(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); servePings(c, new(atomic.Uint64)) }()
+		}
+	}()
+	d, err := client.NewDialer(client.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	g := &gnetClient{o: clientOpts{interval: time.Hour, timeout: time.Second}, s: &clientStats{reasons: map[string]uint64{}},
+		conns: map[gnet.Conn]*gnetConn{}, byLoop: map[*loopConn]*gnetConn{}}
+	cli, err := gnet.NewClient(g, gnet.WithTicker(true), gnet.WithLogLevel(4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cli.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Stop()
+
+	c, err := d.DialContext(context.Background(), "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Enroll(c); !errors.Is(err, gnerrors.ErrUnsupportedProtocol) {
+		t.Fatalf("Enroll(%T) = %v, want %v", c, err, gnerrors.ErrUnsupportedProtocol)
+	}
+	if _, err := c.Write(ping); err == nil {
+		t.Fatal("the refused Conn is still open")
+	}
+
+	c, err = d.DialContext(context.Background(), "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.enroll(cli, c); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, "gnet opened the enrolled connection", func() bool { g.mu.Lock(); defer g.mu.Unlock(); return len(g.conns) == 1 })
+	g.mu.Lock()
+	var gc *gnetConn
+	for _, v := range g.conns {
+		gc = v
+	}
+	g.mu.Unlock()
+	if gc.conn != c || gc.fd == fdOf(t, c) {
+		t.Fatalf("gnet's descriptor %d, the dialed Conn's %d: want the Conn kept and a descriptor of gnet's own", gc.fd, fdOf(t, c))
+	}
+	// The dialed Conn is open (its lease with it): it still writes.
+	if _, err := unix.Write(fdOf(t, c), ping); err != nil {
+		t.Fatalf("the kept Conn: %v", err)
+	}
+}
+
+func fdOf(t *testing.T, c net.Conn) int {
+	t.Helper()
+	rc, err := c.(syscall.Conn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd := -1
+	rc.Control(func(s uintptr) { fd = int(s) })
+	return fd
 }

@@ -6,7 +6,14 @@
 // holding ping-pong connections to find what one machine holds), with its
 // to-do list done: configurable ping interval and timeout, and
 // statistics (connections per second, open, failures with their reason,
-// pong RTT percentiles from an HDR-style histogram, memory per connection).
+// pong RTT percentiles from an HDR-style histogram for the whole run and
+// for the hold, memory per connection on both ends and in the kernel, CPU
+// per ping).
+//
+// A client worker holds its connections with a goroutine each (default),
+// from one epoll loop of its own (-loop), or with gnet v2's client (-gnet,
+// for comparison); a server worker serves with a goroutine each or from
+// one epoll loop (-loop; run's -server-loop).
 //
 //	connscale run -conns 100000 -interval 10s -hold 60s [-netns 2]
 //	connscale server -addr 127.0.0.1:9100

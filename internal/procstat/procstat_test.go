@@ -11,14 +11,14 @@ func TestParseSlabinfo(t *testing.T) {
 TCP                   66    117   2368   13    8 : tunables    0    0    0 : slabdata      9      9      0
 filp                 756    756    192   21    1 : tunables    0    0    0 : slabdata     36     36      0
 `
-	got, err := parseSlabinfo([]byte(text), 4096)
+	got, err := parseSlabinfo([]byte(text))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got["TCP"] != 9*8*4096 || got["filp"] != 36*4096 || len(got) != 2 {
+	if got["TCP"] != 66*2368 || got["filp"] != 756*192 || len(got) != 2 {
 		t.Fatalf("%v", got)
 	}
-	if _, err := parseSlabinfo([]byte("slabinfo - version: 2.1\n"), 4096); err == nil {
+	if _, err := parseSlabinfo([]byte("slabinfo - version: 2.1\n")); err == nil {
 		t.Fatal("no caches, no error")
 	}
 }
