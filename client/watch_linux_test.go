@@ -397,14 +397,14 @@ func TestWatchTokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fdA, tokA := fdOf(t, a), d.watch.last()
+	fdA, tokA := testkit.FD(t, a), d.watch.last()
 	a.Close()
 	var b net.Conn
 	for range 64 { // the pool's next socket may hold another number for a while
 		if b, err = d.Dial(held.Addr().String()); err != nil {
 			t.Fatal(err)
 		}
-		if fdOf(t, b) == fdA {
+		if testkit.FD(t, b) == fdA {
 			break
 		}
 		b.Close()
@@ -427,16 +427,6 @@ func TestWatchTokens(t *testing.T) {
 
 func tokenEvent(token uint64) unix.EpollEvent {
 	return unix.EpollEvent{Events: unix.EPOLLRDHUP, Fd: int32(uint32(token)), Pad: int32(uint32(token >> 32))}
-}
-
-func fdOf(t *testing.T, c net.Conn) int {
-	rc, err := c.(syscall.Conn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var fd int
-	rc.Control(func(f uintptr) { fd = int(f) })
-	return fd
 }
 
 // The epoll instance belongs to no namespace: a connection dialed into

@@ -116,22 +116,12 @@ func TestDeferAccept(t *testing.T) {
 	select {
 	case c := <-accepted:
 		defer c.Close()
-		if n, _ := unix.IoctlGetInt(int(fdOf(t, c.(syscall.Conn))), unix.SIOCINQ); n == 0 {
+		if n, _ := unix.IoctlGetInt(testkit.FD(t, c), unix.SIOCINQ); n == 0 {
 			t.Fatal("accepted socket has no bytes queued")
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("not accepted after the client spoke")
 	}
-}
-
-func fdOf(t *testing.T, sc syscall.Conn) uintptr {
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var fd uintptr
-	rc.Control(func(f uintptr) { fd = f })
-	return fd
 }
 
 func TestShards(t *testing.T) {

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -170,9 +169,7 @@ func TestTakeOverLeavesTheRuntimePoller(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var fd int
-	rc, _ := c.(syscall.Conn).SyscallConn()
-	rc.Control(func(s uintptr) { fd = int(s) })
+	fd := testkit.FD(t, c)
 	registered := func() bool {
 		info, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", rt))
 		if err != nil {
@@ -266,22 +263,11 @@ func TestGnetEnrollNeedsTCPConn(t *testing.T) {
 		gc = v
 	}
 	g.mu.Unlock()
-	if gc.conn != c || gc.fd == fdOf(t, c) {
-		t.Fatalf("gnet's descriptor %d, the dialed Conn's %d: want the Conn kept and a descriptor of gnet's own", gc.fd, fdOf(t, c))
+	if gc.conn != c || gc.fd == testkit.FD(t, c) {
+		t.Fatalf("gnet's descriptor %d, the dialed Conn's %d: want the Conn kept and a descriptor of gnet's own", gc.fd, testkit.FD(t, c))
 	}
 	// The dialed Conn is open (its lease with it): it still writes.
-	if _, err := unix.Write(fdOf(t, c), ping); err != nil {
+	if _, err := unix.Write(testkit.FD(t, c), ping); err != nil {
 		t.Fatalf("the kept Conn: %v", err)
 	}
-}
-
-func fdOf(t *testing.T, c net.Conn) int {
-	t.Helper()
-	rc, err := c.(syscall.Conn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	fd := -1
-	rc.Control(func(s uintptr) { fd = int(s) })
-	return fd
 }

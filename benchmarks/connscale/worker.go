@@ -431,7 +431,7 @@ func pinger(ctx context.Context, d *client.Dialer, o clientOpts, s *clientStats)
 type slabCollector struct{}
 
 var slabDesc = prometheus.NewDesc("connscale_kernel_slab_bytes",
-	"Kernel memory in use in a slab cache (/proc/slabinfo: active objects x object size).", []string{"cache"}, nil)
+	"Kernel memory held by a slab cache (/proc/slabinfo: slabs x pages per slab x page size).", []string{"cache"}, nil)
 
 func (slabCollector) Describe(ch chan<- *prometheus.Desc) { ch <- slabDesc }
 func (slabCollector) Collect(ch chan<- prometheus.Metric) {

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -92,21 +93,21 @@ func NetCounter(group, name string) (int64, error) {
 	return 0, fmt.Errorf("no %s %s counter in /proc/thread-self/net", group, name)
 }
 
-// Slabs returns the kernel memory in use in each slab cache of
-// /proc/slabinfo (root only): active objects × object size. What a cache
-// holds from the page allocator (slabs × pages) is larger and depends on
-// history: freed objects stay in their slabs, so after a bigger run the
-// same sockets fit in slabs the cache already has, and growth measured
-// that way shows less than the sockets use.
+// Slabs returns the kernel memory of each slab cache in /proc/slabinfo
+// (root only): slabs × pages per slab × page size, what the cache holds
+// from the page allocator, used or not. (The active-objects column is no
+// measure of use: with SLUB it fell from 10,023 to 5,059 TCP objects
+// within 3 s here while 10,000 TCP sockets stayed open.) Caches keep
+// empty slabs for a while: ShrinkSlabs before a baseline.
 func Slabs() (map[string]uint64, error) {
 	b, err := os.ReadFile("/proc/slabinfo")
 	if err != nil {
 		return nil, err
 	}
-	return parseSlabinfo(b)
+	return parseSlabinfo(b, uint64(os.Getpagesize()))
 }
 
-func parseSlabinfo(b []byte) (map[string]uint64, error) {
+func parseSlabinfo(b []byte, pageSize uint64) (map[string]uint64, error) {
 	caches := map[string]uint64{}
 	for line := range strings.SplitSeq(string(b), "\n") {
 		// name active_objs num_objs objsize objperslab pagesperslab :
@@ -115,12 +116,12 @@ func parseSlabinfo(b []byte) (map[string]uint64, error) {
 		if len(f) < 16 || f[6] != ":" || f[11] != ":" {
 			continue
 		}
-		active, err1 := strconv.ParseUint(f[1], 10, 64)
-		size, err2 := strconv.ParseUint(f[3], 10, 64)
+		pages, err1 := strconv.ParseUint(f[5], 10, 64)
+		slabs, err2 := strconv.ParseUint(f[14], 10, 64)
 		if err1 != nil || err2 != nil {
 			return nil, fmt.Errorf("slabinfo line %q", line)
 		}
-		caches[f[0]] += active * size
+		caches[f[0]] += slabs * pages * pageSize
 	}
 	if len(caches) == 0 {
 		return nil, fmt.Errorf("slabinfo: no caches read")
@@ -156,4 +157,26 @@ func parseMachineTicks(b []byte) (busy, total float64, err error) {
 	}
 	busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
 	return busy, busy + v[3] + v[4], nil
+}
+
+// ShrinkSlabs asks every slab cache to give its empty slabs back to the
+// page allocator (/sys/kernel/slab/*/shrink, root only), so that growth
+// measured from now is what new objects take, not less because freed
+// slabs of an earlier run are reused. It returns how many caches it
+// shrank.
+func ShrinkSlabs() (int, error) {
+	paths, err := filepath.Glob("/sys/kernel/slab/*/shrink")
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, p := range paths {
+		if os.WriteFile(p, []byte("1"), 0) == nil {
+			n++
+		}
+	}
+	if n == 0 {
+		return 0, fmt.Errorf("no slab cache shrunk (%d found; root needed)", len(paths))
+	}
+	return n, nil
 }

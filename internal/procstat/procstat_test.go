@@ -2,7 +2,9 @@ package procstat
 
 import (
 	"os"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestParseSlabinfo(t *testing.T) {
@@ -11,14 +13,14 @@ func TestParseSlabinfo(t *testing.T) {
 TCP                   66    117   2368   13    8 : tunables    0    0    0 : slabdata      9      9      0
 filp                 756    756    192   21    1 : tunables    0    0    0 : slabdata     36     36      0
 `
-	got, err := parseSlabinfo([]byte(text))
+	got, err := parseSlabinfo([]byte(text), 4096)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got["TCP"] != 66*2368 || got["filp"] != 756*192 || len(got) != 2 {
+	if got["TCP"] != 9*8*4096 || got["filp"] != 36*4096 || len(got) != 2 {
 		t.Fatalf("%v", got)
 	}
-	if _, err := parseSlabinfo([]byte("slabinfo - version: 2.1\n")); err == nil {
+	if _, err := parseSlabinfo([]byte("slabinfo - version: 2.1\n"), 4096); err == nil {
 		t.Fatal("no caches, no error")
 	}
 }
@@ -60,5 +62,44 @@ func TestParseMachineTicks(t *testing.T) {
 	b1, t1, err := MachineTicks()
 	if err != nil || b1 > t1 || t1 <= 0 {
 		t.Fatalf("busy %v total %v, %v", b1, t1, err)
+	}
+}
+
+// After a burst of sockets is closed, shrinking gives their slabs back:
+// the TCP cache is no bigger than before the burst plus a little.
+func TestShrinkSlabs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("/sys/kernel/slab/*/shrink and /proc/slabinfo are root's (CI runs as root)")
+	}
+	if _, err := ShrinkSlabs(); err != nil {
+		t.Fatal(err)
+	}
+	before, err := Slabs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fds []int
+	for range 3000 {
+		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fds = append(fds, fd)
+	}
+	held, _ := Slabs()
+	for _, fd := range fds {
+		syscall.Close(fd)
+	}
+	time.Sleep(100 * time.Millisecond) // sockets are freed after an RCU grace period
+	if _, err := ShrinkSlabs(); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := Slabs()
+	grew := held["TCP"] - before["TCP"]
+	if grew < 3000*2000 {
+		t.Fatalf("3,000 TCP sockets grew the TCP cache by %d B", grew)
+	}
+	if left := int64(after["TCP"]) - int64(before["TCP"]); left > int64(grew)/2 {
+		t.Fatalf("after closing and shrinking, the TCP cache still holds %d of the %d B it grew", left, grew)
 	}
 }
