@@ -434,14 +434,20 @@ func runExperiment(o runOpts) (summary, error) {
 				}
 				s.holdTo = mark
 			}
-			if open >= s.peakOpen {
-				s.peakOpen, s.clientRSS = open, cliRSS
+			// The kernel's figures are read now, the workers' come from
+			// their last report: at the end of a run a report still
+			// says "open" while the sockets close, so the kernel is read
+			// when the count first reaches its peak, not again after.
+			if open > s.peakOpen {
 				if topo == nil {
 					s.kernelTCP = kernelTCPBytes()
 				}
 				if slabBase != nil {
 					s.slabPeak, _ = procstat.Slabs()
 				}
+			}
+			if open >= s.peakOpen {
+				s.peakOpen, s.clientRSS = open, cliRSS
 			}
 			if srvOpen >= s.peakServerOpen {
 				s.peakServerOpen, s.serverRSS = srvOpen, srvRSS

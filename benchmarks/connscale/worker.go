@@ -223,6 +223,7 @@ type clientStats struct {
 	reasons                map[string]uint64
 	rtt, holdRTT           hist
 	rttProm                *prometheus.HistogramVec // by phase: ramp, hold
+	rttRamp, rttHold       prometheus.Observer      // its two series
 	holdFrom               atomic.Int64             // Unix ns of the ramp's end; 0 while it runs
 	failedProm             *prometheus.CounterVec
 }
@@ -241,13 +242,13 @@ func (s *clientStats) fail(reason string) {
 func (s *clientStats) pong(sent, now time.Time) {
 	rtt := now.Sub(sent)
 	s.rtt.record(rtt)
-	phase := "ramp"
+	o := s.rttRamp
 	if h := s.holdFrom.Load(); h != 0 && sent.UnixNano() >= h {
 		s.holdRTT.record(rtt)
-		phase = "hold"
+		o = s.rttHold
 	}
-	if s.rttProm != nil {
-		s.rttProm.WithLabelValues(phase).Observe(rtt.Seconds())
+	if o != nil {
+		o.Observe(rtt.Seconds())
 	}
 	s.pongs.Add(1)
 }
@@ -310,6 +311,7 @@ func runClientWorker(o clientOpts) error {
 	s.rttProm = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "connscale_client_pong_rtt_seconds",
 		Help:    "Time from writing Ping to reading Pong, by when the ping was sent: during this worker's ramp or after it (hold).",
 		Buckets: prometheus.ExponentialBuckets(10e-6, 2, 18)}, []string{"phase"})
+	s.rttRamp, s.rttHold = s.rttProm.WithLabelValues("ramp"), s.rttProm.WithLabelValues("hold")
 	reg.MustRegister(s.rttProm, s.failedProm)
 	if kernelMetrics {
 		reg.MustRegister(slabCollector{})
