@@ -1,7 +1,6 @@
 package main
 
 import (
-	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -79,7 +78,7 @@ func (g *gnetClient) OnTraffic(gc gnet.Conn) gnet.Action {
 	g.s.pong(c.sentAt, now)
 	c.seq, c.got = 0, 0
 	g.pending--
-	heap.Push(&g.timers, loopTimer{at: now.Add(g.o.interval), c: &c.loopConn})
+	g.timers.push(loopTimer{at: now.Add(g.o.interval), c: &c.loopConn})
 	return gnet.None
 }
 
@@ -125,7 +124,7 @@ func (g *gnetClient) OnTick() (time.Duration, gnet.Action) {
 	defer g.mu.Unlock()
 	now := time.Now()
 	for len(g.timers) > 0 && !g.timers[0].at.After(now) {
-		t := heap.Pop(&g.timers).(loopTimer)
+		t := g.timers.pop()
 		c := g.byLoop[t.c]
 		if c == nil {
 			continue
@@ -153,7 +152,7 @@ func (g *gnetClient) OnTick() (time.Duration, gnet.Action) {
 		}
 		g.s.pings.Add(1)
 		g.pending++
-		heap.Push(&g.timers, loopTimer{at: now.Add(g.o.timeout), c: t.c, seq: c.seq, pong: true})
+		g.timers.push(loopTimer{at: now.Add(g.o.timeout), c: t.c, seq: c.seq, pong: true})
 	}
 	g.last = now
 	wait := time.Second
@@ -202,7 +201,7 @@ func (g *gnetClient) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	g.byLoop[&c.loopConn] = c
 	g.s.established.Add(1)
 	g.s.open.Add(1)
-	heap.Push(&g.timers, loopTimer{at: time.Now().Add(time.Duration(rand.Int64N(int64(g.o.interval)))), c: &c.loopConn})
+	g.timers.push(loopTimer{at: time.Now().Add(time.Duration(rand.Int64N(int64(g.o.interval)))), c: &c.loopConn})
 	return nil, gnet.None
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"io"
+	"math/rand/v2"
 	"net"
 	"runtime"
 	"strings"
@@ -85,5 +86,35 @@ func TestCPUPerPing(t *testing.T) {
 	}
 	if c, s, mach := m.perPing(m); c != 0 || s != 0 || mach != 0 {
 		t.Fatalf("no pings: %v %v %v", c, s, mach)
+	}
+}
+
+// The timer heap pops in time order whatever the order of pushes, and
+// allocates nothing once its array has grown.
+func TestTimerHeap(t *testing.T) {
+	var h timerHeap
+	base := time.Now()
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range 1000 {
+		h.push(loopTimer{at: base.Add(time.Duration(r.IntN(1e6))), seq: uint32(i)})
+	}
+	last := base
+	for range 1000 {
+		x := h.pop()
+		if x.at.Before(last) {
+			t.Fatalf("popped %v after %v", x.at, last)
+		}
+		last = x.at
+	}
+	if len(h) != 0 {
+		t.Fatalf("%d left", len(h))
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		h.push(loopTimer{at: base.Add(time.Second)})
+		h.push(loopTimer{at: base})
+		h.pop()
+		h.pop()
+	}); n != 0 {
+		t.Fatalf("%v allocations per push and pop", n)
 	}
 }

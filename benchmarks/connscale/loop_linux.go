@@ -1,7 +1,6 @@
 package main
 
 import (
-	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -55,17 +54,47 @@ type loopTimer struct {
 	pong bool
 }
 
+// timerHeap is a binary min-heap of timers by time, typed: container/heap
+// boxes every value pushed or popped into an interface, an allocation per
+// operation, four per ping.
 type timerHeap []loopTimer
 
-func (h timerHeap) Len() int           { return len(h) }
-func (h timerHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
-func (h timerHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *timerHeap) Push(x any)        { *h = append(*h, x.(loopTimer)) }
-func (h *timerHeap) Pop() any {
-	old := *h
-	t := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return t
+func (h *timerHeap) push(t loopTimer) {
+	*h = append(*h, t)
+	a := *h
+	for i := len(a) - 1; i > 0; {
+		p := (i - 1) / 2
+		if !a[i].at.Before(a[p].at) {
+			break
+		}
+		a[i], a[p] = a[p], a[i]
+		i = p
+	}
+}
+
+func (h *timerHeap) pop() loopTimer {
+	a := *h
+	top := a[0]
+	n := len(a) - 1
+	a[0] = a[n]
+	a[n] = loopTimer{} // no pointer kept past the end
+	a = a[:n]
+	for i := 0; ; {
+		l, m := 2*i+1, i
+		if l < n && a[l].at.Before(a[m].at) {
+			m = l
+		}
+		if r := l + 1; r < n && a[r].at.Before(a[m].at) {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		a[i], a[m] = a[m], a[i]
+		i = m
+	}
+	*h = a
+	return top
 }
 
 // takeOver returns c's descriptor, for the loop to use while c is open,
@@ -282,7 +311,7 @@ func runLoopClient(ctx context.Context, d *client.Dialer, o clientOpts, s *clien
 				conns.put(fd, c)
 				s.established.Add(1)
 				s.open.Add(1)
-				heap.Push(&timers, loopTimer{at: time.Now().Add(time.Duration(rand.Int64N(int64(o.interval)))), c: c})
+				timers.push(loopTimer{at: time.Now().Add(time.Duration(rand.Int64N(int64(o.interval)))), c: c})
 				continue
 			default:
 			}
@@ -331,7 +360,7 @@ func runLoopClient(ctx context.Context, d *client.Dialer, o clientOpts, s *clien
 				s.pong(c.sentAt, now)
 				c.seq, c.got = 0, 0
 				pending--
-				heap.Push(&timers, loopTimer{at: now.Add(o.interval), c: c})
+				timers.push(loopTimer{at: now.Add(o.interval), c: c})
 			} else if ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 				why := "pong: EOF"
 				if e, _ := unix.GetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_ERROR); e != 0 {
@@ -344,7 +373,7 @@ func runLoopClient(ctx context.Context, d *client.Dialer, o clientOpts, s *clien
 			lastFired = now
 		}
 		for len(timers) > 0 && !timers[0].at.After(now) {
-			t := heap.Pop(&timers).(loopTimer)
+			t := timers.pop()
 			c := t.c
 			if conns.get(c.fd) != c {
 				continue // closed (its descriptor number may be another's now)
@@ -371,7 +400,7 @@ func runLoopClient(ctx context.Context, d *client.Dialer, o clientOpts, s *clien
 			}
 			s.pings.Add(1)
 			pending++
-			heap.Push(&timers, loopTimer{at: c.sentAt.Add(o.timeout), c: c, seq: seq, pong: true})
+			timers.push(loopTimer{at: c.sentAt.Add(o.timeout), c: c, seq: seq, pong: true})
 		}
 	}
 	return nil
