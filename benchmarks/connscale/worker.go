@@ -91,10 +91,11 @@ func (l countingListener) Accept() (net.Conn, error) {
 	return c, err
 }
 
-// serveMetrics exposes reg, with the process's own collector (RSS, CPU),
+// serveMetrics exposes reg, with the process's own collector (RSS, CPU)
+// and the Go runtime's (heap, stacks, goroutines, GC: where RSS goes),
 // on metricsAddr in this worker's namespace.
 func serveMetrics(reg *prometheus.Registry) string {
-	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
 	ln, err := listener.Listen("tcp", metricsAddr, listener.Config{})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "connscale: metrics on %s: %v\n", metricsAddr, err)
@@ -261,8 +262,10 @@ func (s *clientStats) report(id int, final bool) report {
 		r.FailReasons[k] = v
 	}
 	s.mu.Unlock()
-	r.Hist = s.rtt.snapshot()
-	r.HoldHist = s.holdRTT.snapshot()
+	if final { // the histograms go only in the last report
+		r.Hist = s.rtt.snapshot()
+		r.HoldHist = s.holdRTT.snapshot()
+	}
 	r.Holding = s.holdFrom.Load() != 0
 	return r
 }
@@ -366,9 +369,7 @@ func runClientWorker(o clientOpts) error {
 			emit(s.report(o.id, true))
 			return nil
 		case <-tick.C:
-			r := s.report(o.id, false)
-			r.Hist, r.HoldHist = nil, nil
-			emit(r)
+			emit(s.report(o.id, false))
 		}
 	}
 }
