@@ -54,8 +54,7 @@ type gnetClient struct {
 	seq     uint32
 	pending int // pings awaiting their pong
 	stopped bool
-	ramping bool      // new connections come: OnTick looks every 10 ms
-	last    time.Time // the last batch of timers
+	ramping bool // new connections come: OnTick looks every 10 ms
 }
 
 // OnTraffic reads pongs on gnet's loop.
@@ -154,7 +153,6 @@ func (g *gnetClient) OnTick() (time.Duration, gnet.Action) {
 		g.pending++
 		g.timers.push(loopTimer{at: now.Add(g.o.timeout), c: t.c, seq: c.seq, pong: true})
 	}
-	g.last = now
 	wait := time.Second
 	if len(g.timers) > 0 {
 		wait = time.Until(later(g.timers[0].at, now.Add(max(g.o.tick, time.Millisecond))))

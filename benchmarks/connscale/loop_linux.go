@@ -31,7 +31,7 @@ import (
 // and nobody waits on it there: every packet then woke two threads, the
 // loop's and the runtime's (perf at 250,000 connections: the wake-ups were
 // the largest cost of a ping). takeOver removes the descriptor from the
-// runtime's epoll instance (found by detach.epfd); closing the Conn later
+// runtime's epoll instance (found by runtimeEpoll); closing the Conn later
 // asks the runtime to remove it again, which fails with ENOENT and is
 // ignored there. A duplicate descriptor would leave the runtime out too,
 // but costs a second descriptor per connection against the 20,000 a
