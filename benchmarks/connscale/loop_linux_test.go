@@ -144,24 +144,7 @@ func pongTimeoutAndReset(t *testing.T, mode string) {
 // removes a descriptor its epoll no longer has) neither fails nor leaks.
 func TestTakeOverLeavesTheRuntimePoller(t *testing.T) {
 	fds := leakcheck.FDs(t)
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		servePings(c, new(atomic.Uint64))
-	}()
-	d, err := client.NewDialer(client.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	ln, d := pingServer(t)
 	c, err := d.DialContext(context.Background(), "tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -209,25 +192,7 @@ func TestTakeOverLeavesTheRuntimePoller(t *testing.T) {
 // and closes it even then; enroll's *net.TCPConn from a duplicate is
 // taken, and the dialed Conn stays open for its lease.
 func TestGnetEnrollNeedsTCPConn(t *testing.T) {
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); servePings(c, new(atomic.Uint64)) }()
-		}
-	}()
-	d, err := client.NewDialer(client.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	ln, d := pingServer(t)
 	g := &gnetClient{o: clientOpts{interval: time.Hour, timeout: time.Second}, s: &clientStats{reasons: map[string]uint64{}},
 		conns: map[gnet.Conn]*gnetConn{}, byLoop: map[*loopConn]*gnetConn{}}
 	cli, err := gnet.NewClient(g, gnet.WithTicker(true), gnet.WithLogLevel(4))
@@ -280,25 +245,7 @@ func TestGnetEnrollNeedsTCPConn(t *testing.T) {
 func TestAllocsPerPing(t *testing.T) {
 	for _, mode := range []string{"goroutines", "loop"} {
 		t.Run(mode, func(t *testing.T) {
-			ln, err := net.Listen("tcp4", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			go func() {
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					go func() { defer c.Close(); servePings(c, new(atomic.Uint64)) }()
-				}
-			}()
-			d, err := client.NewDialer(client.Config{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer d.Close()
+			ln, d := pingServer(t)
 			o := clientOpts{server: ln.Addr().String(), conns: 20, rate: 1000, interval: 5 * time.Millisecond, timeout: time.Second}
 			s := &clientStats{reasons: map[string]uint64{}}
 			ctx, cancel := context.WithCancel(context.Background())
@@ -329,4 +276,30 @@ func TestAllocsPerPing(t *testing.T) {
 			}
 		})
 	}
+}
+
+// pingServer is a loopback listener answering pings on every connection
+// (servePings) and a connopt Dialer, both closed when the test ends.
+func pingServer(t *testing.T) (net.Listener, *client.Dialer) {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); servePings(c, new(atomic.Uint64)) }()
+		}
+	}()
+	d, err := client.NewDialer(client.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return ln, d
 }
