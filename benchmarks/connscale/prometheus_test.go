@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/connopt/connopt/internal/testkit"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // startWorker starts this test binary as a connscale worker and returns its
@@ -94,5 +95,46 @@ func TestPrometheusReproducesTheSummary(t *testing.T) {
 	}
 	if vs, _ := testkit.PromQuery(base, "connscale:pongs > 0 and connscale:pongs <= connscale:pings"); len(vs) != 1 {
 		t.Error("pongs not between 0 and the pings sent")
+	}
+}
+
+// A scrape never shows more answers than pings, however busy the client:
+// pings and pongs are counted as a client does (the ping first) while the
+// registry is gathered.
+func TestScrapeNeverShowsMorePongsThanPings(t *testing.T) {
+	s := &clientStats{}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(pingCounters{s})
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			s.pings.Add(1)
+			if i%5 == 0 {
+				s.timeouts.Add(1)
+			} else {
+				s.pongs.Add(1)
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	for range 2000 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := map[string]float64{}
+		for _, mf := range mfs {
+			v[mf.GetName()] = mf.GetMetric()[0].GetCounter().GetValue()
+		}
+		if v["connscale_client_pongs_total"]+v["connscale_client_timeouts_total"] > v["connscale_client_pings_total"] {
+			t.Fatalf("a scrape shows %v", v)
+		}
 	}
 }

@@ -114,6 +114,33 @@ func counter(reg *prometheus.Registry, name, help string, v *atomic.Uint64) {
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(v.Load()) }))
 }
 
+// pingCounters exports a client's pings, pongs and timeouts read in one
+// order: the answers first, then the pings. A ping is counted before it is
+// written, so every scrape shows pongs + timeouts <= pings. (Three separate
+// counter funcs are gathered concurrently: a scrape could read the pings,
+// then a pong of a ping sent after that read.)
+type pingCounters struct{ s *clientStats }
+
+var (
+	pingsDesc    = prometheus.NewDesc("connscale_client_pings_total", "Pings sent.", nil, nil)
+	pongsDesc    = prometheus.NewDesc("connscale_client_pongs_total", "Pongs received.", nil, nil)
+	timeoutsDesc = prometheus.NewDesc("connscale_client_timeouts_total", "Pongs that did not come within the timeout.", nil, nil)
+)
+
+func (pingCounters) Describe(ch chan<- *prometheus.Desc) {
+	ch <- pingsDesc
+	ch <- pongsDesc
+	ch <- timeoutsDesc
+}
+
+func (c pingCounters) Collect(ch chan<- prometheus.Metric) {
+	pongs, timeouts := c.s.pongs.Load(), c.s.timeouts.Load()
+	pings := c.s.pings.Load()
+	ch <- prometheus.MustNewConstMetric(pongsDesc, prometheus.CounterValue, float64(pongs))
+	ch <- prometheus.MustNewConstMetric(timeoutsDesc, prometheus.CounterValue, float64(timeouts))
+	ch <- prometheus.MustNewConstMetric(pingsDesc, prometheus.CounterValue, float64(pings))
+}
+
 // --- server worker ---
 
 var ping, pong = []byte("Ping\n"), []byte("Pong\n")
@@ -306,9 +333,7 @@ func runClientWorker(o clientOpts) error {
 	reg.MustRegister(d)
 	gauge(reg, "connscale_client_open_connections", "Open connections.", func() float64 { return float64(s.open.Load()) })
 	counter(reg, "connscale_client_established_total", "Connections established.", &s.established)
-	counter(reg, "connscale_client_pings_total", "Pings sent.", &s.pings)
-	counter(reg, "connscale_client_pongs_total", "Pongs received.", &s.pongs)
-	counter(reg, "connscale_client_timeouts_total", "Pongs that did not come within the timeout.", &s.timeouts)
+	reg.MustRegister(pingCounters{s})
 	s.failedProm = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "connscale_client_failed_total",
 		Help: "Connections lost (dial, ping or pong failed), by reason."}, []string{"reason"})
 	s.rttProm = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "connscale_client_pong_rtt_seconds",
