@@ -115,8 +115,10 @@ func counter(reg *prometheus.Registry, name, help string, v *atomic.Uint64) {
 }
 
 // pingCounters exports a client's pings, pongs and timeouts read in one
-// order: the answers first, then the pings. A ping is counted before it is
-// written, so every scrape shows pongs + timeouts <= pings. (Three separate
+// order: the answers first, then the pings. A ping is counted before its
+// answer can be (by the goroutine or loop that then reads the pong, or
+// under the gnet client's mutex), so every scrape shows pongs + timeouts
+// <= pings. (Three separate
 // counter funcs are gathered concurrently: a scrape could read the pings,
 // then a pong of a ping sent after that read.)
 type pingCounters struct{ s *clientStats }
