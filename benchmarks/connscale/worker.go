@@ -118,9 +118,8 @@ func counter(reg *prometheus.Registry, name, help string, v *atomic.Uint64) {
 // order: the answers first, then the pings. A ping is counted before its
 // answer can be (by the goroutine or loop that then reads the pong, or
 // under the gnet client's mutex), so every scrape shows pongs + timeouts
-// <= pings. (Three separate
-// counter funcs are gathered concurrently: a scrape could read the pings,
-// then a pong of a ping sent after that read.)
+// <= pings. (Three counter funcs are gathered concurrently: a scrape could
+// read the pings, then a pong of a ping sent after that read.)
 type pingCounters struct{ s *clientStats }
 
 var (
