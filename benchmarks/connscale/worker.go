@@ -283,8 +283,9 @@ func (s *clientStats) pong(sent, now time.Time) {
 }
 
 func (s *clientStats) report(id int, final bool) report {
+	pongs, timeouts := s.pongs.Load(), s.timeouts.Load() // before the pings, as pingCounters reads them
 	r := report{Role: "client", Worker: id, Open: s.open.Load(), Established: s.established.Load(), Failed: s.failed.Load(),
-		Pings: s.pings.Load(), Pongs: s.pongs.Load(), Timeouts: s.timeouts.Load(), Final: final, FailReasons: map[string]uint64{}}
+		Pings: s.pings.Load(), Pongs: pongs, Timeouts: timeouts, Final: final, FailReasons: map[string]uint64{}}
 	s.mu.Lock()
 	for k, v := range s.reasons {
 		r.FailReasons[k] = v
