@@ -64,13 +64,17 @@ func TestUnsentWrite(t *testing.T) {
 		if errors.Is(err, ErrUnsent) == wroteFirst {
 			t.Fatalf("wrote before: %v; error %v says unsent %v", wroteFirst, err, errors.Is(err, ErrUnsent))
 		}
-		// Either way the write failed, so even a PATCH is retried; only a
-		// write after something was sent counts as a write retry.
+		// A PATCH is retried only when nothing of it left; a GET either
+		// way, and then counts as a write retry if bytes had left.
 		var req fasthttp.Request
 		req.Header.SetMethod("PATCH")
+		if _, retry := d.RetryIfErr(nil)(&req, 1, err); retry == wroteFirst {
+			t.Fatalf("PATCH after %v (wrote before: %v): retry %v", err, wroteFirst, retry)
+		}
+		req.Header.SetMethod("GET")
 		before := d.Stats().WriteRetries
 		if _, retry := d.RetryIfErr(nil)(&req, 1, err); !retry {
-			t.Fatalf("PATCH after %v: not retried", err)
+			t.Fatalf("GET after %v: not retried", err)
 		}
 		if got := d.Stats().WriteRetries - before; (got == 1) != wroteFirst {
 			t.Fatalf("wrote before: %v; write retries counted %d", wroteFirst, got)

@@ -238,9 +238,11 @@ func Connect(ctx context.Context, fd int, remote netip.AddrPort) (*os.File, erro
 	if d, ok := ctx.Deadline(); ok {
 		f.SetWriteDeadline(d)
 	}
+	var stop func() bool
+	var interrupted chan struct{}
 	if ctx.Done() != nil {
-		stop := context.AfterFunc(ctx, func() { f.SetWriteDeadline(aLongTimeAgo) })
-		defer stop()
+		interrupted = make(chan struct{})
+		stop = context.AfterFunc(ctx, func() { f.SetWriteDeadline(aLongTimeAgo); close(interrupted) })
 	}
 	var cerr error
 	err = rc.Write(func(fd uintptr) bool {
@@ -256,6 +258,19 @@ func Connect(ctx context.Context, fd int, remote netip.AddrPort) (*os.File, erro
 	if err == nil {
 		err = wrap("connect", cerr)
 	}
+	if err == nil {
+		f.SetWriteDeadline(time.Time{})
+	}
+	testHookConnected()
+	if stop != nil && !stop() {
+		// The context ended and its AfterFunc ran or is running: it may
+		// set the past deadline after the line above cleared it, which
+		// would poison a connection that did connect. Wait for it and
+		// fail as net does (Go issue 16523, net/fd_unix.go's !stop()).
+		<-interrupted
+		f.Close()
+		return nil, ctx.Err()
+	}
 	if err != nil {
 		f.Close()
 		if ctxErr := ctx.Err(); ctxErr != nil {
@@ -263,9 +278,12 @@ func Connect(ctx context.Context, fd int, remote netip.AddrPort) (*os.File, erro
 		}
 		return nil, err
 	}
-	f.SetWriteDeadline(time.Time{})
 	return f, nil
 }
+
+// testHookConnected runs after the connect wait, before Connect decides
+// its result; tests end the context there.
+var testHookConnected = func() {}
 
 // LocalAddr returns the socket's bound address (getsockname). The standard
 // library's syscall.Getsockname, not x/sys's: for AF_INET and AF_INET6 the
