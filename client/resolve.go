@@ -16,6 +16,13 @@ import (
 // rotates the address a dial starts with (so several A records share the
 // load, as fasthttp does), and remembers addresses whose dial failed: they
 // are tried last until one of them succeeds again or the TTL passes.
+//
+// When an entry expires, the first caller to see it resolves the name again
+// while the others go on with the old addresses (fasthttp's TCPDialer
+// does the same), so a busy name is not looked up by every caller at once.
+// The cache holds at most maxDNSEntries names: when full, entries past
+// their TTL are dropped, then any, so a stream of distinct names cannot
+// grow it without bound.
 type dnsCache struct {
 	ttl time.Duration
 	// lookup is the resolver; nil means net.DefaultResolver.LookupNetIP.
@@ -25,10 +32,16 @@ type dnsCache struct {
 	failed      map[netip.Addr]time.Time // until when an address is tried last
 }
 
+// maxDNSEntries bounds the names a dialer's cache holds (fasthttp's
+// TCPDialer drops entries two TTLs after resolving them, whatever their
+// number).
+const maxDNSEntries = 1024
+
 type dnsEntry struct {
-	addrs   []netip.Addr
-	expires time.Time
-	next    int
+	addrs      []netip.Addr
+	expires    time.Time
+	next       int
+	refreshing bool // a caller is resolving the name again
 }
 
 // resolve turns addr into the addresses to try, in order. IP literals cost
@@ -76,29 +89,23 @@ func (c *dnsCache) lookup(ctx context.Context, network, host string) ([]netip.Ad
 	now := time.Now()
 	c.mu.Lock()
 	e := c.entries[key]
+	refresh := e == nil
+	if e != nil && !now.Before(e.expires) && !e.refreshing {
+		e.refreshing, refresh = true, true
+	}
 	c.mu.Unlock()
-	if e == nil || !now.Before(e.expires) {
-		ipNet := netaddr.IPNetwork(network)
-		lookup := c.lookupNetIP
-		if lookup == nil {
-			lookup = net.DefaultResolver.LookupNetIP
+	if refresh {
+		fresh, err := c.resolve(ctx, network, host)
+		c.mu.Lock()
+		if e != nil {
+			e.refreshing = false
 		}
-		addrs, err := lookup(ctx, ipNet, host)
 		if err != nil {
+			c.mu.Unlock()
 			return nil, err
 		}
-		if len(addrs) == 0 {
-			return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
-		}
-		for i := range addrs {
-			addrs[i] = addrs[i].Unmap()
-		}
-		e = &dnsEntry{addrs: addrs, expires: now.Add(c.ttl)}
-		c.mu.Lock()
-		if c.entries == nil {
-			c.entries = map[string]*dnsEntry{}
-		}
-		c.entries[key] = e
+		e = &dnsEntry{addrs: fresh, expires: now.Add(c.ttl)}
+		c.store(key, e, now)
 		c.mu.Unlock()
 	}
 
@@ -118,6 +125,47 @@ func (c *dnsCache) lookup(ctx context.Context, network, host string) ([]netip.Ad
 		out = append(out, ip)
 	}
 	return append(out, last...), nil
+}
+
+// resolve asks the resolver for host's addresses on network.
+func (c *dnsCache) resolve(ctx context.Context, network, host string) ([]netip.Addr, error) {
+	lookup := c.lookupNetIP
+	if lookup == nil {
+		lookup = net.DefaultResolver.LookupNetIP
+	}
+	addrs, err := lookup(ctx, netaddr.IPNetwork(network), host)
+	if err != nil {
+		return nil, err
+	}
+	if len(addrs) == 0 {
+		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+	}
+	for i := range addrs {
+		addrs[i] = addrs[i].Unmap()
+	}
+	return addrs, nil
+}
+
+// store puts e in the cache, making room first if it is full. c.mu is
+// held.
+func (c *dnsCache) store(key string, e *dnsEntry, now time.Time) {
+	if c.entries == nil {
+		c.entries = map[string]*dnsEntry{}
+	}
+	if _, ok := c.entries[key]; !ok && len(c.entries) >= maxDNSEntries {
+		for k, old := range c.entries {
+			if !now.Before(old.expires) && !old.refreshing {
+				delete(c.entries, k)
+			}
+		}
+		for k := range c.entries {
+			if len(c.entries) < maxDNSEntries {
+				break
+			}
+			delete(c.entries, k)
+		}
+	}
+	c.entries[key] = e
 }
 
 // result records the outcome of a dial to ip.

@@ -216,9 +216,13 @@ func TestDeadHostKeepsOtherPools(t *testing.T) {
 	}
 	var accepted atomic.Int64
 	s := &fasthttp.Server{
-		Handler:   func(ctx *fasthttp.RequestCtx) { time.Sleep(20 * time.Millisecond); hello(ctx) },
-		ConnState: func(_ net.Conn, st fasthttp.ConnState) { if st == fasthttp.StateNew { accepted.Add(1) } },
-		Logger:    testkit.Quiet{},
+		Handler: func(ctx *fasthttp.RequestCtx) { time.Sleep(20 * time.Millisecond); hello(ctx) },
+		ConnState: func(_ net.Conn, st fasthttp.ConnState) {
+			if st == fasthttp.StateNew {
+				accepted.Add(1)
+			}
+		},
+		Logger: testkit.Quiet{},
 	}
 	go s.Serve(healthy)
 	defer s.Shutdown()
