@@ -33,6 +33,18 @@ const (
 	DefaultKeepAliveCount    = 9
 )
 
+// The kernel's limits for the keep-alive options (MAX_TCP_KEEPIDLE,
+// MAX_TCP_KEEPINTVL, MAX_TCP_KEEPCNT in include/net/tcp.h). A value past
+// one is ErrInvalidConfig at construction: the kernel would refuse it with
+// EINVAL, and package net, which ignores that error, leaves the socket
+// with the kernel's defaults for that option and, for an idle time, for
+// the ones after it too.
+const (
+	MaxKeepAlive         = 32767 * time.Second
+	MaxKeepAliveInterval = 32767 * time.Second
+	MaxKeepAliveCount    = 127
+)
+
 // ErrInvalidConfig is matched (errors.Is) by every error a connopt
 // constructor returns for a Config value that has no meaning. Each package's
 // ErrInvalidConfig is this same value.
@@ -52,10 +64,13 @@ type Options struct {
 	// KeepAlive is the idle time before the first keep-alive probe
 	// (TCP_KEEPIDLE). Zero means DefaultKeepAlive; negative turns probes
 	// off (SO_KEEPALIVE 0), as net.Dialer.KeepAlive does. The kernel keeps
-	// whole seconds.
+	// whole seconds: a fraction is rounded up, as package net rounds it
+	// (1.5 s is 2 s). At most MaxKeepAlive.
 	KeepAlive time.Duration
 	// KeepAliveInterval (TCP_KEEPINTVL) and KeepAliveCount (TCP_KEEPCNT)
-	// time the probes after the first. Zero means their Default constants.
+	// time the probes after the first. Zero means their Default constants;
+	// the interval is rounded up to whole seconds like KeepAlive. At most
+	// MaxKeepAliveInterval and MaxKeepAliveCount.
 	KeepAliveInterval time.Duration
 	KeepAliveCount    int
 
@@ -74,12 +89,23 @@ type Options struct {
 // Validate reports the first field whose value has no meaning, with an
 // error matching ErrInvalidConfig.
 func (o Options) Validate() error {
-	return confcheck.NonNegative(
+	if err := confcheck.NonNegative(
 		confcheck.Duration("KeepAliveInterval", o.KeepAliveInterval),
 		confcheck.Int("KeepAliveCount", o.KeepAliveCount),
 		confcheck.Int("ReadBuffer", o.ReadBuffer),
 		confcheck.Int("WriteBuffer", o.WriteBuffer),
-	)
+	); err != nil {
+		return err
+	}
+	switch {
+	case o.KeepAlive > MaxKeepAlive:
+		return confcheck.Invalid("KeepAlive is %v, past the kernel's limit for TCP_KEEPIDLE (%v)", o.KeepAlive, MaxKeepAlive)
+	case o.KeepAliveInterval > MaxKeepAliveInterval:
+		return confcheck.Invalid("KeepAliveInterval is %v, past the kernel's limit for TCP_KEEPINTVL (%v)", o.KeepAliveInterval, MaxKeepAliveInterval)
+	case o.KeepAliveCount > MaxKeepAliveCount:
+		return confcheck.Invalid("KeepAliveCount is %d, past the kernel's limit for TCP_KEEPCNT (%d)", o.KeepAliveCount, MaxKeepAliveCount)
+	}
+	return nil
 }
 
 // KeepAliveConfig returns the keep-alive settings o stands for, with the

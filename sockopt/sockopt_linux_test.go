@@ -136,6 +136,10 @@ func TestValidate(t *testing.T) {
 		{sockopt.Options{KeepAliveCount: -1}, "KeepAliveCount"},
 		{sockopt.Options{ReadBuffer: -1}, "ReadBuffer"},
 		{sockopt.Options{WriteBuffer: -1}, "WriteBuffer"},
+		// Past the kernel's limits: setsockopt would say EINVAL.
+		{sockopt.Options{KeepAlive: 10 * time.Hour}, "KeepAlive"},
+		{sockopt.Options{KeepAliveInterval: 10 * time.Hour}, "KeepAliveInterval"},
+		{sockopt.Options{KeepAliveCount: 200}, "KeepAliveCount"},
 	} {
 		err := tc.o.Validate()
 		if !errors.Is(err, sockopt.ErrInvalidConfig) || !strings.Contains(err.Error(), tc.field) {
@@ -152,12 +156,69 @@ func TestValidate(t *testing.T) {
 			t.Errorf("sockpool: %v", err)
 		}
 	}
-	for _, ok := range []sockopt.Options{{}, {KeepAlive: -1}, {Nagle: true, ReadBuffer: 1 << 16}} {
+	for _, ok := range []sockopt.Options{{}, {KeepAlive: -1}, {Nagle: true, ReadBuffer: 1 << 16},
+		{KeepAlive: sockopt.MaxKeepAlive, KeepAliveInterval: sockopt.MaxKeepAliveInterval, KeepAliveCount: sockopt.MaxKeepAliveCount}} {
 		if err := ok.Validate(); err != nil {
 			t.Errorf("%+v: %v", ok, err)
 		}
 	}
 	if !errors.Is(sockopt.ErrUnsupported, errors.ErrUnsupported) {
 		t.Fatal("ErrUnsupported does not match errors.ErrUnsupported")
+	}
+}
+
+// Keep-alive times that are not whole seconds read back the same from
+// every component that makes sockets as from stock net.Dialer and
+// net.ListenConfig (the control): rounded up, net's rule.
+func TestFractionalKeepAliveAsNet(t *testing.T) {
+	o := sockopt.Options{KeepAlive: 1500 * time.Millisecond, KeepAliveInterval: 2500 * time.Millisecond, KeepAliveCount: 3}
+	ka := o.KeepAliveConfig()
+	lc := net.ListenConfig{KeepAliveConfig: ka}
+	stockLn, err := lc.Listen(t.Context(), "tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nd := &net.Dialer{KeepAliveConfig: ka}
+	stockS, stockC := accepted(t, stockLn, func(a string) (net.Conn, error) { return nd.Dial("tcp4", a) })
+	want := tcpOptions(t, stockC.(syscall.Conn))
+	if want.KeepIdle != 2*time.Second || want.KeepInterval != 3*time.Second {
+		t.Fatalf("stock net.Dialer gives %+v; the control is not what this test assumes", want)
+	}
+
+	ln, err := listener.Listen("tcp4", "127.0.0.1:0", listener.Config{Options: o})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := accepted(t, ln, func(a string) (net.Conn, error) { return net.Dial("tcp4", a) })
+	plain, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := plain.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain.Close()
+	fl, err := listener.FileListener(f, listener.Config{Options: o})
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs, _ := accepted(t, fl, func(a string) (net.Conn, error) { return net.Dial("tcp4", a) })
+	d, err := client.NewDialer(client.Config{Options: o, PoolSize: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	_, c := accepted(t, stockLn, func(a string) (net.Conn, error) { return d.DialContext(t.Context(), "tcp4", a) })
+	for name, got := range map[string]rawsock.Options{
+		"stock accepted (net.ListenConfig)": tcpOptions(t, stockS.(syscall.Conn)),
+		"accepted (listener.Listen)":        tcpOptions(t, s.(syscall.Conn)),
+		"accepted (listener.FileListener)":  tcpOptions(t, fs.(syscall.Conn)),
+		"dialed (client)":                   tcpOptions(t, c.(syscall.Conn)),
+	} {
+		if got != want {
+			t.Errorf("%s: %+v, want %+v (stock net.Dialer)", name, got, want)
+		}
 	}
 }

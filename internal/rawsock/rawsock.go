@@ -64,12 +64,11 @@ type Options struct {
 // errno; nil stays nil.
 func wrap(syscallName string, err error) error { return os.NewSyscallError(syscallName, err) }
 
+// seconds is the whole seconds the kernel keeps for d, rounded up as
+// package net rounds keep-alive times (roundDurationUp): 1.5 s is 2 s
+// wherever connopt or net sets it.
 func seconds(d time.Duration) int {
-	s := int(d / time.Second)
-	if s < 1 && d > 0 {
-		return 1
-	}
-	return s
+	return int((d + time.Second - 1) / time.Second)
 }
 
 // ErrNoKernelPortSelection is returned by ProbeKernelPortSelection when the
