@@ -163,6 +163,82 @@ func (c *mmsgConn) readGRO(msgs []Message) (int, error) {
 	return n, nil
 }
 
+// The single-datagram reads promoted from the embedded *net.UDPConn would,
+// with GRO on, return several coalesced datagrams as one read (ten
+// 100-byte datagrams as one of 1,000 bytes, no error). With GRO they read
+// through ReadBatch, one datagram each, split as ReadBatch splits (a
+// datagram larger than b is truncated, as a UDP read truncates); without
+// GRO they are the UDPConn's own.
+
+// ReadFromUDPAddrPort reads one datagram.
+func (c *mmsgConn) ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error) {
+	if !c.gro {
+		return c.UDPConn.ReadFromUDPAddrPort(b)
+	}
+	var m [1]Message
+	m[0].Buf = b
+	if _, err := c.ReadBatch(m[:]); err != nil {
+		return 0, netip.AddrPort{}, err
+	}
+	return m[0].N, m[0].Addr, nil
+}
+
+// ReadFromUDP reads one datagram.
+func (c *mmsgConn) ReadFromUDP(b []byte) (int, *net.UDPAddr, error) {
+	if !c.gro {
+		return c.UDPConn.ReadFromUDP(b)
+	}
+	n, ap, err := c.ReadFromUDPAddrPort(b)
+	if err != nil {
+		return 0, nil, err
+	}
+	return n, net.UDPAddrFromAddrPort(ap), nil
+}
+
+// ReadFrom reads one datagram (net.PacketConn).
+func (c *mmsgConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	if !c.gro {
+		return c.UDPConn.ReadFrom(b)
+	}
+	n, ua, err := c.ReadFromUDP(b)
+	if err != nil {
+		return 0, nil, err
+	}
+	return n, ua, nil
+}
+
+// Read reads one datagram.
+func (c *mmsgConn) Read(b []byte) (int, error) {
+	if !c.gro {
+		return c.UDPConn.Read(b)
+	}
+	n, _, err := c.ReadFromUDPAddrPort(b)
+	return n, err
+}
+
+// ReadMsgUDPAddrPort reads one datagram. With GRO no control message is
+// returned (oobn 0): the kernel's belongs to the coalesced whole.
+func (c *mmsgConn) ReadMsgUDPAddrPort(b, oob []byte) (n, oobn, flags int, addr netip.AddrPort, err error) {
+	if !c.gro {
+		return c.UDPConn.ReadMsgUDPAddrPort(b, oob)
+	}
+	n, addr, err = c.ReadFromUDPAddrPort(b)
+	return n, 0, 0, addr, err
+}
+
+// ReadMsgUDP reads one datagram; see ReadMsgUDPAddrPort.
+func (c *mmsgConn) ReadMsgUDP(b, oob []byte) (n, oobn, flags int, addr *net.UDPAddr, err error) {
+	if !c.gro {
+		return c.UDPConn.ReadMsgUDP(b, oob)
+	}
+	var ap netip.AddrPort
+	n, oobn, flags, ap, err = c.ReadMsgUDPAddrPort(b, oob)
+	if err != nil {
+		return 0, 0, 0, nil, err
+	}
+	return n, oobn, flags, net.UDPAddrFromAddrPort(ap), nil
+}
+
 func (c *mmsgConn) noteDrops(ctl udpControl) {
 	if ctl.hasDrop {
 		c.drops.Store(uint64(ctl.drops))
