@@ -3,6 +3,7 @@ package middleware
 import (
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -71,13 +72,18 @@ func methodIndex(m []byte) int {
 //
 // The code recorded is the one sent, wherever Metrics stands in a Chain: a
 // panic passing through it is recorded as the 500 that Recover sends, and
-// passed on. Requests that do not reach it (refused by a Limit placed
-// before it) are not counted; place it before Limit to count those 503s. A
+// passed on; a timeout response (fasthttp.TimeoutHandler,
+// TimeoutWithCodeHandler, ctx.TimeoutError) as its code, when Metrics
+// wraps the timeout handler (inside it, Metrics would run in the timed-out
+// goroutine, after the response left); a hijacked request as the response
+// fasthttp writes before the hijack (unless the handler set
+// HijackSetNoResponse, which fasthttp gives no way to read). Requests
+// fasthttp could not parse reach no handler: set ErrorHandler on the
+// fasthttp.Server to count them. Requests refused by a Limit placed before
+// Metrics are not counted; place it before Limit to count those 503s. A
 // nil reg means prometheus.DefaultRegisterer, as for Recover and Limit.
 func Metrics(reg prometheus.Registerer) Middleware {
-	requests := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "connopt_http_requests_total", Help: "HTTP requests handled, by method and status code.",
-	}, []string{"method", "code"}))
+	requests := requestsTotal(reg)
 	duration := register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "connopt_http_request_duration_seconds", Help: "Time spent in the handler, by method.",
 		Buckets: DurationBuckets,
@@ -100,19 +106,7 @@ func Metrics(reg prometheus.Registerer) Middleware {
 		slot.CompareAndSwap(nil, &o)
 		return *slot.Load()
 	}
-	var counters [len(methods)][600]atomic.Pointer[prometheus.Counter]
-	counter := func(mi, code int) prometheus.Counter {
-		if code < 100 || code >= 600 {
-			code = 599 // out of range codes are invalid anyway; keep labels bounded
-		}
-		slot := &counters[mi][code]
-		if c := slot.Load(); c != nil {
-			return *c
-		}
-		c := requests.WithLabelValues(methods[mi], strconv.Itoa(code))
-		slot.CompareAndSwap(nil, &c)
-		return *slot.Load()
-	}
+	counter := newCodeCounters(requests).get
 	return func(next fasthttp.RequestHandler) fasthttp.RequestHandler {
 		return func(ctx *fasthttp.RequestCtx) {
 			inFlight.Add(1)
@@ -124,7 +118,7 @@ func Metrics(reg prometheus.Registerer) Middleware {
 				start = time.Now()
 			}
 			defer func() {
-				code := ctx.Response.StatusCode()
+				code := sentCode(ctx)
 				p := recover()
 				if p != nil {
 					code = fasthttp.StatusInternalServerError // what Recover sends
@@ -139,6 +133,78 @@ func Metrics(reg prometheus.Registerer) Middleware {
 			}()
 			next(ctx)
 		}
+	}
+}
+
+func requestsTotal(reg prometheus.Registerer) *prometheus.CounterVec {
+	return register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "connopt_http_requests_total", Help: "HTTP requests handled, by method and status code.",
+	}, []string{"method", "code"}))
+}
+
+// codeCounters are the series of connopt_http_requests_total, created when
+// first used and then kept in a table of atomic pointers: the per-request
+// path is an index and a load, no label hashing, no allocation.
+type codeCounters struct {
+	vec   *prometheus.CounterVec
+	slots [len(methods)][600]atomic.Pointer[prometheus.Counter]
+}
+
+func newCodeCounters(vec *prometheus.CounterVec) *codeCounters { return &codeCounters{vec: vec} }
+
+func (t *codeCounters) get(mi, code int) prometheus.Counter {
+	if code < 100 || code >= 600 {
+		code = 599 // out of range codes are invalid anyway; keep labels bounded
+	}
+	slot := &t.slots[mi][code]
+	if c := slot.Load(); c != nil {
+		return *c
+	}
+	c := t.vec.WithLabelValues(methods[mi], strconv.Itoa(code))
+	slot.CompareAndSwap(nil, &c)
+	return *slot.Load()
+}
+
+// sentCode is the status code fasthttp sends for ctx's request once the
+// handler returns. A timeout (TimeoutHandler, TimeoutWithCodeHandler,
+// ctx.TimeoutError*) replaces the response: fasthttp sends the timeout
+// response, and ctx.Response, which the timed-out handler may still be
+// writing in its goroutine, is not read at all.
+func sentCode(ctx *fasthttp.RequestCtx) int {
+	if r := ctx.LastTimeoutErrorResponse(); r != nil {
+		return r.StatusCode()
+	}
+	return ctx.Response.StatusCode()
+}
+
+// ErrorHandler returns a fasthttp.Server.ErrorHandler that counts in
+// connopt_http_requests_total (as Metrics does, on the same registry) the
+// responses fasthttp sends for requests it could not read or parse: those
+// never reach a handler, so no middleware sees them. next writes the
+// response, as Server.ErrorHandler would; nil means fasthttp's default
+// (431 for a header too large, 408 for a read timeout, 400 otherwise).
+func ErrorHandler(reg prometheus.Registerer, next func(*fasthttp.RequestCtx, error)) func(*fasthttp.RequestCtx, error) {
+	if next == nil {
+		next = defaultErrorHandler
+	}
+	counter := newCodeCounters(requestsTotal(reg)).get
+	return func(ctx *fasthttp.RequestCtx, err error) {
+		next(ctx, err)
+		counter(methodIndex(ctx.Method()), ctx.Response.StatusCode()).Inc()
+	}
+}
+
+// defaultErrorHandler is fasthttp's (unexported there), as of v1.78.
+func defaultErrorHandler(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	var oe *net.OpError
+	switch {
+	case errors.As(err, &small):
+		ctx.Error("Too big request header", fasthttp.StatusRequestHeaderFieldsTooLarge)
+	case errors.As(err, &oe) && oe.Timeout():
+		ctx.Error("Request timeout", fasthttp.StatusRequestTimeout)
+	default:
+		ctx.Error("Error when parsing request", fasthttp.StatusBadRequest)
 	}
 }
 

@@ -236,14 +236,7 @@ func New(handler fasthttp.RequestHandler, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("server: registering the listener's metrics: %w", err)
 	}
 
-	// Once the stop has begun, every response says Connection: close, so
-	// keep-alive clients stop sending on connections about to be closed.
-	app := func(ctx *fasthttp.RequestCtx) {
-		handler(ctx)
-		if s.stopping.Load() {
-			ctx.SetConnectionClose()
-		}
-	}
+	app := handler
 	h := app
 	if !cfg.DisableMetrics {
 		metrics := fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
@@ -259,6 +252,16 @@ func New(handler fasthttp.RequestHandler, cfg Config) (*Server, error) {
 				}
 				app(ctx)
 			}
+		}
+	}
+	// Once the stop has begun, every response says Connection: close, the
+	// metrics served on Addr too, so keep-alive clients stop sending on
+	// connections about to be closed.
+	served := h
+	h = func(ctx *fasthttp.RequestCtx) {
+		served(ctx)
+		if s.stopping.Load() {
+			ctx.SetConnectionClose()
 		}
 	}
 	s.fs = &fasthttp.Server{

@@ -286,3 +286,37 @@ func TestPreforkParentNew(t *testing.T) {
 	}
 	s.Registry().MustRegister(prometheus.NewCounter(prometheus.CounterOpts{Name: "x_total", Help: "x"}))
 }
+
+// During the drain every response on Addr says Connection: close: the
+// application's and the /metrics served there alike, so a scraper does
+// not keep a connection the drain's end closes under it.
+func TestDrainClosesMetricsConnections(t *testing.T) {
+	s, err := New(hello, Config{Addr: "127.0.0.1:0", DisableSignals: true, DrainTimeout: 2 * time.Second, Logger: testkit.Quiet{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := start(t, s)
+	addr := s.Addr().String()
+	var conns [2]net.Conn
+	var readers [2]*bufio.Reader
+	for i, path := range []string{"/", "/metrics"} {
+		c, err := net.Dial("tcp4", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns[i], readers[i] = c, bufio.NewReader(c)
+		if r := get(t, c, readers[i], path); r.StatusCode() != 200 || r.ConnectionClose() {
+			t.Fatalf("GET %s before the stop: %d, close %v", path, r.StatusCode(), r.ConnectionClose())
+		}
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
+	testkit.Eventually(t, "the stop to begin", func() bool { return s.stopping.Load() })
+	for i, path := range []string{"/", "/metrics"} {
+		if r := get(t, conns[i], readers[i], path); r.StatusCode() != 200 || !r.ConnectionClose() {
+			t.Errorf("GET %s during the drain: %d, Connection: close %v; want it", path, r.StatusCode(), r.ConnectionClose())
+		}
+	}
+	testkit.Returns(t, stopped, 10*time.Second, "Run")
+}
