@@ -1,6 +1,7 @@
 package prefork
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -9,7 +10,12 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 
+	"github.com/valyala/fasthttp"
+
+	"github.com/connopt/connopt/internal/confcheck"
+	"github.com/connopt/connopt/internal/drain"
 	"github.com/connopt/connopt/listener"
 )
 
@@ -89,6 +95,57 @@ func (l *ChildListener) signalReady() {
 		l.ready.Write([]byte{1})
 		l.ready.Close()
 	}
+}
+
+// ServeFasthttp is the whole of a prefork program for a plain fasthttp
+// server: in the parent it opens the sockets and runs a Supervisor until
+// SIGINT or SIGTERM, as Serve does; in each child it serves srv on the
+// inherited listener and, on SIGTERM or SIGINT (a hand-over, or the stop),
+// stops it the way package server does: the listener closes, every
+// response from then on says Connection: close, keep-alive connections get
+// cfg.DrainTimeout to send one more request (answered the same way), then
+// srv's Shutdown waits for requests in flight until StopTimeout (the
+// supervisor kills the child after that anyway). It returns only when all
+// of that is done, so the process never exits with a request in flight.
+// srv's Handler and ConnState are wrapped (its own ConnState still runs).
+//
+// prefork.Serve with `go func() { <-ctx.Done(); srv.Shutdown() }()` and
+// `return srv.Serve(ln)` loses requests on every hand-over: Serve returns
+// as soon as Shutdown closes the listener, so the child exits with
+// requests in flight, and Shutdown closes idle keep-alive connections under
+// clients that may be sending on them.
+func ServeFasthttp(network, address string, cfg Config, srv *fasthttp.Server) error {
+	return ServeFasthttpWith(network, address, cfg, srv, srv.Serve)
+}
+
+// ServeFasthttpWith is ServeFasthttp for a fasthttp.Server that a framework
+// serves itself: serve(ln) must serve srv on ln and return when srv stops.
+// For Fiber (v2 and v3), srv is app.Server() and serve is app.Listener
+// (Fiber's OnShutdown hooks do not run: the stop is fasthttp's, drained).
+func ServeFasthttpWith(network, address string, cfg Config, srv *fasthttp.Server, serve func(net.Listener) error) error {
+	if err := confcheck.NonNegative(confcheck.Duration("StopTimeout", cfg.StopTimeout)); err != nil {
+		return fmt.Errorf("prefork: %w", err)
+	}
+	return Serve(network, address, cfg, func(ctx context.Context, ln net.Listener) error {
+		t := drain.New()
+		t.Install(srv)
+		errc := make(chan error, 1)
+		go func() { errc <- serve(ln) }()
+		select {
+		case err := <-errc:
+			return err
+		case <-ctx.Done():
+		}
+		drainFor := -time.Duration(1)
+		if cfg.DrainTimeout >= 0 {
+			drainFor = cmp.Or(cfg.DrainTimeout, drain.DefaultTimeout)
+		}
+		err := t.Stop(srv, func() { ln.Close() }, drainFor, time.Now().Add(cmp.Or(cfg.StopTimeout, DefaultStopTimeout)))
+		if serveErr := <-errc; serveErr != nil && err == nil {
+			err = serveErr
+		}
+		return err
+	})
 }
 
 // Serve is the whole of a prefork program: in the parent it opens the

@@ -17,10 +17,11 @@
 // closing an old child's descriptor does not close the socket. A server
 // built with package server drains its keep-alive connections as it stops
 // (each gets one more response, with Connection: close), so clients see
-// no reset either. fasthttp's Shutdown, which plain fasthttp and Fiber
-// users call, closes idle keep-alive connections at once: a client that
-// sends on one at that moment retries (fasthttp's client does for
-// idempotent requests).
+// no reset either, and so does ServeFasthttp for a plain fasthttp server.
+// fasthttp's own Shutdown, which Fiber users reach through Serve, closes
+// idle keep-alive connections at once: a client that sends on one at that
+// moment fails or retries (fasthttp's client does for idempotent
+// requests).
 //
 // Both generations run during a hand-over: anything else a child binds on
 // a fixed port must let the next generation bind it too (SO_REUSEPORT), or

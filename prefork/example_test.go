@@ -3,7 +3,6 @@ package prefork_test
 import (
 	"context"
 	"log"
-	"net"
 
 	"github.com/valyala/fasthttp"
 
@@ -13,14 +12,10 @@ import (
 
 // Plain fasthttp in four processes: the parent supervises (SIGHUP hands over
 // to a new binary, SIGINT/SIGTERM stops), each child serves the socket it
-// inherited. Not run here: it would start copies of the test binary.
+// inherited and, told to stop, drains as package server does. Not run here: it would start copies of the test binary.
 func Example_fasthttp() {
 	handler := func(ctx *fasthttp.RequestCtx) { ctx.WriteString("Hello, World!") }
-	err := prefork.Serve("tcp", ":8080", prefork.Config{Children: 4}, func(ctx context.Context, ln net.Listener) error {
-		srv := &fasthttp.Server{Handler: handler}
-		go func() { <-ctx.Done(); srv.Shutdown() }()
-		return srv.Serve(ln)
-	})
+	err := prefork.ServeFasthttp("tcp", ":8080", prefork.Config{Children: 4}, &fasthttp.Server{Handler: handler})
 	if err != nil {
 		log.Fatal(err)
 	}

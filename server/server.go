@@ -10,8 +10,6 @@ import (
 	"os/signal"
 	"runtime"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -22,6 +20,7 @@ import (
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
 	"github.com/connopt/connopt/internal/confcheck"
+	"github.com/connopt/connopt/internal/drain"
 	"github.com/connopt/connopt/internal/nsexec"
 	"github.com/connopt/connopt/listener"
 	"github.com/connopt/connopt/prefork"
@@ -37,7 +36,7 @@ const (
 	DefaultIdleTimeout        = 60 * time.Second
 	DefaultMaxRequestBodySize = 4 << 20
 	DefaultShutdownTimeout    = 10 * time.Second
-	DefaultDrainTimeout       = time.Second
+	DefaultDrainTimeout       = drain.DefaultTimeout
 )
 
 // ErrShutdownTimeout is returned by Run when requests were still in flight
@@ -146,10 +145,7 @@ type Server struct {
 	accept    []net.Listener      // what Serve loops accept on: lns, or a prefork child's listener
 	sup       *prefork.Supervisor // in a prefork parent, instead of serving
 
-	mu       sync.Mutex
-	conns    map[net.Conn]struct{}
-	stopping atomic.Bool
-	drained  chan struct{} // a send when the last connection closes during the stop
+	drain *drain.Tracker // open connections, and whether the stop has begun
 }
 
 // New listens and prepares the server; Run serves. On error nothing is left
@@ -171,7 +167,7 @@ func New(handler fasthttp.RequestHandler, cfg Config) (*Server, error) {
 	cfg.Shards = orDefault(cfg.Shards, runtime.GOMAXPROCS(0))
 	cfg.MetricsPath = orDefault(cfg.MetricsPath, DefaultMetricsPath)
 	cfg.ShutdownTimeout = orDefault(cfg.ShutdownTimeout, DefaultShutdownTimeout)
-	s := &Server{cfg: cfg, reg: cfg.Registry, conns: map[net.Conn]struct{}{}, drained: make(chan struct{}, 1)}
+	s := &Server{cfg: cfg, reg: cfg.Registry, drain: drain.New()}
 	if s.reg == nil {
 		s.reg = prometheus.NewRegistry()
 		s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -254,16 +250,6 @@ func New(handler fasthttp.RequestHandler, cfg Config) (*Server, error) {
 			}
 		}
 	}
-	// Once the stop has begun, every response says Connection: close, the
-	// metrics served on Addr too, so keep-alive clients stop sending on
-	// connections about to be closed.
-	served := h
-	h = func(ctx *fasthttp.RequestCtx) {
-		served(ctx)
-		if s.stopping.Load() {
-			ctx.SetConnectionClose()
-		}
-	}
 	s.fs = &fasthttp.Server{
 		Handler:               h,
 		Name:                  cfg.Name,
@@ -274,7 +260,6 @@ func New(handler fasthttp.RequestHandler, cfg Config) (*Server, error) {
 		Concurrency:           cfg.Concurrency,
 		Logger:                cfg.Logger,
 		MaxIdleWorkerDuration: cfg.MaxIdleWorkerDuration,
-		ConnState:             s.track,
 		// The listener set keep-alive on the listening socket; fasthttp's
 		// TCPKeepalive would set it again on every connection.
 		TCPKeepalive: false,
@@ -283,6 +268,10 @@ func New(handler fasthttp.RequestHandler, cfg Config) (*Server, error) {
 		// request.
 		LazyRequestTime: true,
 	}
+	// Once the stop has begun, every response says Connection: close, the
+	// metrics served on Addr too, so keep-alive clients stop sending on
+	// connections about to be closed.
+	s.drain.Install(s.fs)
 	return s, nil
 }
 
@@ -311,29 +300,6 @@ func onlyPath(path string, h fasthttp.RequestHandler) fasthttp.RequestHandler {
 			return
 		}
 		h(ctx)
-	}
-}
-
-// track keeps the open connections, to close those still open at the
-// shutdown deadline. fasthttp calls it on every state change, twice per
-// request (active, idle): only opening and closing take the lock.
-func (s *Server) track(c net.Conn, st fasthttp.ConnState) {
-	switch st {
-	case fasthttp.StateNew:
-		s.mu.Lock()
-		s.conns[c] = struct{}{}
-		s.mu.Unlock()
-	case fasthttp.StateClosed, fasthttp.StateHijacked:
-		s.mu.Lock()
-		delete(s.conns, c)
-		last := len(s.conns) == 0
-		s.mu.Unlock()
-		if last && s.stopping.Load() {
-			select {
-			case s.drained <- struct{}{}:
-			default:
-			}
-		}
 	}
 }
 
@@ -414,24 +380,18 @@ func (s *Server) Run(ctx context.Context) error {
 		n--
 	}
 
-	s.stopping.Store(true)
 	deadline := time.Now().Add(s.cfg.ShutdownTimeout)
-	s.closeListeners()
+	drainFor := -time.Duration(1)
 	if s.cfg.DrainTimeout >= 0 {
-		s.waitDrained(min(s.cfg.ShutdownTimeout, cmp.Or(s.cfg.DrainTimeout, DefaultDrainTimeout)))
+		drainFor = cmp.Or(s.cfg.DrainTimeout, DefaultDrainTimeout)
 	}
-	sctx, cancel := context.WithDeadline(context.Background(), deadline)
-	defer cancel()
-	err := s.fs.ShutdownWithContext(sctx)
+	err := s.drain.Stop(s.fs, s.closeListeners, drainFor, deadline)
 	if s.metricsFS != nil {
+		sctx, cancel := context.WithDeadline(context.Background(), deadline)
 		s.metricsFS.ShutdownWithContext(sctx)
+		cancel()
 	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		s.mu.Lock()
-		for c := range s.conns {
-			c.Close()
-		}
-		s.mu.Unlock()
+	if errors.Is(err, drain.ErrShutdownTimeout) {
 		err = ErrShutdownTimeout
 	}
 	for range n {
@@ -443,23 +403,4 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("server: %w", serveErr)
 	}
 	return err
-}
-
-// waitDrained waits until no connection is open, for at most d.
-func (s *Server) waitDrained(d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	for {
-		s.mu.Lock()
-		n := len(s.conns)
-		s.mu.Unlock()
-		if n == 0 {
-			return
-		}
-		select {
-		case <-s.drained:
-		case <-t.C:
-			return
-		}
-	}
 }

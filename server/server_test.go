@@ -312,7 +312,7 @@ func TestDrainClosesMetricsConnections(t *testing.T) {
 	}
 	stopped := make(chan error, 1)
 	go func() { stopped <- stop() }()
-	testkit.Eventually(t, "the stop to begin", func() bool { return s.stopping.Load() })
+	testkit.Eventually(t, "the stop to begin", func() bool { return s.drain.Stopping() })
 	for i, path := range []string{"/", "/metrics"} {
 		if r := get(t, conns[i], readers[i], path); r.StatusCode() != 200 || !r.ConnectionClose() {
 			t.Errorf("GET %s during the drain: %d, Connection: close %v; want it", path, r.StatusCode(), r.ConnectionClose())

@@ -40,8 +40,14 @@ func main() {
 	if *children > 0 {
 		// The parent supervises; each child runs serve on the socket it
 		// inherited. SIGHUP to the parent hands over to a new generation.
-		err := prefork.Serve("tcp", *addr, prefork.Config{Children: *children}, func(ctx context.Context, ln net.Listener) error {
-			return serve(ctx, ln)
+		// Told to stop, a child drains as connopt's server does (keep-alive
+		// clients get one more response, with Connection: close) before
+		// fasthttp's Shutdown.
+		reg := newRegistry()
+		app := newApp(reg)
+		err := prefork.ServeFasthttpWith("tcp", *addr, prefork.Config{Children: *children}, app.Server(), func(ln net.Listener) error {
+			registerListener(reg, ln)
+			return app.Listener(ln)
 		})
 		if err != nil {
 			log.Fatal(err)
@@ -62,17 +68,27 @@ func main() {
 
 // serve runs the app on ln until ctx is done, then shuts it down.
 func serve(ctx context.Context, ln net.Listener) error {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if m, ok := ln.(interface{ Metrics() *listener.Metrics }); ok {
-		reg.MustRegister(m.Metrics())
-	}
+	reg := newRegistry()
+	registerListener(reg, ln)
 	app := newApp(reg)
 	go func() {
 		<-ctx.Done()
 		app.ShutdownWithTimeout(10 * time.Second)
 	}()
 	return app.Listener(ln)
+}
+
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// registerListener adds connopt's listener series, if ln has them.
+func registerListener(reg *prometheus.Registry, ln net.Listener) {
+	if m, ok := ln.(interface{ Metrics() *listener.Metrics }); ok {
+		reg.MustRegister(m.Metrics())
+	}
 }
 
 // newApp is the Fiber app: a hello route, a route that panics (to see the

@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/valyala/fasthttp"
+
+	"github.com/connopt/connopt/internal/httpload"
 	"github.com/connopt/connopt/internal/testkit"
 	"github.com/connopt/connopt/listener"
 )
@@ -101,5 +104,28 @@ func TestPrefork(t *testing.T) {
 	h.Wait(t, next, regexp.MustCompile(`prefork: stopped`), 30*time.Second)
 	if code := h.Exited(t, 10*time.Second); code != 0 {
 		t.Errorf("exit code %d", code)
+	}
+}
+
+// Ten hand-overs under a load of new-connection and keep-alive GETs with
+// no retries: with the drain (prefork.ServeFasthttpWith), not one fails.
+func TestPreforkHandoverLosesNothing(t *testing.T) {
+	h := testkit.StartHelper(t, "fiber-prefork", nil, nil)
+	m, next := h.Wait(t, 0, regexp.MustCompile(`prefork: generation 1 ready on (\S+): pids`), 60*time.Second)
+	load := httpload.Start(m[1], fasthttp.Dial, 3, "Hello, World!")
+	const handovers = 10
+	for gen := 2; gen <= handovers+1; gen++ {
+		before := load.OK.Load()
+		if err := h.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		_, next = h.Wait(t, next, regexp.MustCompile(fmt.Sprintf(`prefork: generation %d stopped`, gen-1)), 60*time.Second)
+		testkit.Eventually(t, "requests answered after the hand-over", func() bool { return load.OK.Load() > before+50 })
+	}
+	load.Stop()
+	t.Logf("%d hand-overs: %d requests answered, %d failed (%d new-connection, %d keep-alive)",
+		handovers, load.OK.Load(), load.Failed(), load.FailedNew.Load(), load.FailedKeepAlive.Load())
+	if load.Failed() != 0 {
+		t.Errorf("%d requests failed: %v", load.Failed(), load.Errors())
 	}
 }

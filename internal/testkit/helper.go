@@ -21,6 +21,10 @@ const helperEnv = "CONNOPT_TEST_HELPER"
 // instead of the tests when it is set.
 func HelperMode() string { return os.Getenv(helperEnv) }
 
+// SetHelperMode makes the processes this test starts from os.Args (a
+// prefork Supervisor's children, say) run role mode, until the test ends.
+func SetHelperMode(t testing.TB, mode string) { t.Setenv(helperEnv, mode) }
+
 // Helper is a copy of the test binary running one role, started by
 // StartHelper; its output (and that of processes it starts, which inherit
 // it) is read line by line.
