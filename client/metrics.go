@@ -18,7 +18,7 @@ var (
 	descRedirected = prometheus.NewDesc("connopt_client_requests_redirected_total",
 		"Requests moved to another connection before a byte was written, because the upstream had closed the one they were given.", nil, nil)
 	descWriteRetries = prometheus.NewDesc("connopt_client_write_retries_total",
-		"Requests retried after a write failed on a connection the upstream had closed (some bytes may have left).", nil, nil)
+		"Idempotent requests retried after a write failed on a connection the upstream had closed (some bytes may have left).", nil, nil)
 	descUnwatched = prometheus.NewDesc("connopt_client_unwatched_connections_total",
 		"Dialed connections that could not be registered with the dialer's watcher (epoll_ctl failed); they work as without the watch.", nil, nil)
 	descActive = prometheus.NewDesc("connopt_client_active_connections",
@@ -70,7 +70,7 @@ type Stats struct {
 	DeadRetries  uint64
 	GoneIdle     uint64 // connections the upstream closed while idle
 	Redirected   uint64 // requests moved before a byte was written
-	WriteRetries uint64 // requests retried after a failed write
+	WriteRetries uint64 // idempotent requests retried after a failed write (bytes may have left)
 	Unwatched    uint64 // connections the watcher could not register
 	Active       int64
 }
