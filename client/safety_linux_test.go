@@ -27,6 +27,14 @@ import (
 type checksumUpstream struct {
 	ln     net.Listener
 	closed atomic.Int64
+	mu     sync.Mutex
+	puts   []string // the checksum of every PUT's body received
+}
+
+func (u *checksumUpstream) received() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]string(nil), u.puts...)
 }
 
 func newChecksumUpstream(t *testing.T) *checksumUpstream {
@@ -49,7 +57,13 @@ func newChecksumUpstream(t *testing.T) *checksumUpstream {
 				if err := req.Read(bufio.NewReader(c)); err != nil {
 					return
 				}
-				fmt.Fprintf(c, "HTTP/1.1 201 Created\r\nContent-Length: 73\r\n\r\n%8d %x", len(req.Body()), sha256.Sum256(req.Body()))
+				sum := checksum(req.Body())
+				if req.Header.IsPut() {
+					u.mu.Lock()
+					u.puts = append(u.puts, sum)
+					u.mu.Unlock()
+				}
+				fmt.Fprintf(c, "HTTP/1.1 201 Created\r\nContent-Length: 73\r\n\r\n%s", sum)
 				time.Sleep(20 * time.Millisecond)
 				u.closed.Add(1)
 			})
@@ -104,7 +118,8 @@ var bodyKinds = []struct {
 
 // A PUT given a pooled connection the upstream closed while idle, for every
 // body kind and two sizes, through stock fasthttp.HostClient (the control)
-// and connopt's: a success is reported only for a body the upstream
+// and connopt's: no request reaches the upstream with a body other than
+// the caller's, and a success is reported only for a body the upstream
 // received whole (checksummed there). Bodies held in memory are written
 // again on a new connection and succeed; a body stream cannot be read
 // twice, so it fails as on stock.
@@ -152,6 +167,13 @@ func TestBodyNeverLostOnRedirect(t *testing.T) {
 						t.Fatalf("reported %d with the upstream having received %q; sent %q", resp.StatusCode(), resp.Body(), want)
 					case err != nil && who == "connopt" && !kind.stream:
 						t.Fatalf("a body held in memory was not written again on a new connection: %v", err)
+					}
+					// Nothing ever reached the upstream with another body
+					// than the caller's.
+					for _, got := range u.received() {
+						if got != want {
+							t.Fatalf("the upstream received a PUT with body %q; the caller gave %q", got, want)
+						}
 					}
 					t.Logf("%v", err)
 				})

@@ -559,7 +559,7 @@ func (r *run) stop(sigs chan os.Signal) {
 		for _, reply := range h.replies {
 			reply <- errors.New("prefork: upgrade: the supervisor stopped")
 		}
-		r.retire(fmt.Sprintf("generation %d", h.gen), h.children, nil)
+		r.retire(fmt.Sprintf("starting generation %d", h.gen), h.children, nil)
 	}
 	s.mu.Lock()
 	cur := s.current
