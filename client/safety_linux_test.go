@@ -95,25 +95,27 @@ var bodyKinds = []struct {
 		return p
 	}},
 	{"multipart", false, func(req *fasthttp.Request, p []byte) []byte {
-		var buf bytes.Buffer
-		mw := multipart.NewWriter(&buf)
-		fw, _ := mw.CreateFormFile("file", "payload.bin")
-		fw.Write(p)
-		mw.Close()
-		req.Header.SetMultipartFormBoundary(mw.Boundary())
-		req.SetBody(buf.Bytes())
-		return buf.Bytes()
+		body := multipartBody(req, p)
+		req.SetBody(body)
+		return body
 	}},
 	{"multipart/stream", true, func(req *fasthttp.Request, p []byte) []byte {
-		var buf bytes.Buffer
-		mw := multipart.NewWriter(&buf)
-		fw, _ := mw.CreateFormFile("file", "payload.bin")
-		fw.Write(p)
-		mw.Close()
-		req.Header.SetMultipartFormBoundary(mw.Boundary())
-		req.SetBodyStream(bytes.NewReader(buf.Bytes()), buf.Len())
-		return buf.Bytes()
+		body := multipartBody(req, p)
+		req.SetBodyStream(bytes.NewReader(body), len(body))
+		return body
 	}},
+}
+
+// multipartBody is a multipart/form-data body carrying p as a file; req
+// gets its boundary.
+func multipartBody(req *fasthttp.Request, p []byte) []byte {
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	fw, _ := mw.CreateFormFile("file", "payload.bin")
+	fw.Write(p)
+	mw.Close()
+	req.Header.SetMultipartFormBoundary(mw.Boundary())
+	return buf.Bytes()
 }
 
 // A PUT given a pooled connection the upstream closed while idle, for every

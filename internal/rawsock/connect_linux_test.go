@@ -1,4 +1,4 @@
-package rawsock
+package rawsock_test
 
 import (
 	"context"
@@ -6,6 +6,9 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/connopt/connopt/internal/rawsock"
+	"github.com/connopt/connopt/internal/testkit"
 )
 
 // A context that ends just as the connect succeeds: its AfterFunc sets a
@@ -17,31 +20,23 @@ func TestConnectContextEndsAtSuccess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
+	sink := testkit.NewSink(ln)
+	defer sink.Close()
 	remote := ln.Addr().(*net.TCPAddr).AddrPort()
 	for _, end := range []string{"cancel", "none"} {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		testHookConnected = func() {
+		rawsock.SetTestHookConnected(func() {
 			if end == "cancel" {
 				cancel()
 				time.Sleep(20 * time.Millisecond) // the AfterFunc has run
 			}
-		}
-		fd, err := NewTCPSocket(false, Options{})
+		})
+		fd, err := rawsock.NewTCPSocket(false, rawsock.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		f, err := Connect(ctx, fd, remote)
-		testHookConnected = func() {}
+		f, err := rawsock.Connect(ctx, fd, remote)
+		rawsock.SetTestHookConnected(func() {})
 		cancel()
 		switch {
 		case end == "cancel" && !errors.Is(err, context.Canceled):
