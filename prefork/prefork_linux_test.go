@@ -66,6 +66,7 @@ func runPreforkFasthttp(shutdown bool) int {
 	cfg := prefork.Config{Children: 2, StartTimeout: 20 * time.Second, StopTimeout: 5 * time.Second, RestartDelay: 50 * time.Millisecond}
 	s := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
 		if string(ctx.Path()) == "/slow" {
+			fmt.Fprintln(os.Stderr, "child: slow request in the handler")
 			time.Sleep(2 * time.Second)
 		}
 		fmt.Fprintf(ctx, "pid %d slot %d", os.Getpid(), prefork.Slot())
@@ -276,7 +277,7 @@ func TestHandoverIsAState(t *testing.T) {
 	if err := h.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	_, next = h.Wait(t, next, regexp.MustCompile(`child: hanging on purpose`), 10*time.Second)
+	_, next = h.Wait(t, next, regexp.MustCompile(`child: hanging on purpose`), 30*time.Second)
 
 	if err := h.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
@@ -289,7 +290,9 @@ func TestHandoverIsAState(t *testing.T) {
 	if err := syscall.Kill(pids[0], syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	m, next := h.Wait(t, next, regexp.MustCompile(`prefork: slot 0 restarted: pid (\d+)`), 5*time.Second)
+	// Within 10 s: the restart waits 50 ms, a child starts in well under
+	// a second; the hand-over's StartTimeout is 20 s.
+	m, next := h.Wait(t, next, regexp.MustCompile(`prefork: slot 0 restarted: pid (\d+)`), 10*time.Second)
 	restarted, _ := strconv.Atoi(m[1])
 	testkit.Eventually(t, "the restarted child answering", func() bool { return answering(t, addr, 10)[restarted] })
 
@@ -297,7 +300,7 @@ func TestHandoverIsAState(t *testing.T) {
 	if err := h.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	h.Wait(t, next, regexp.MustCompile(`prefork: stopped`), 5*time.Second)
+	h.Wait(t, next, regexp.MustCompile(`prefork: stopped`), 10*time.Second)
 	if code := h.Exited(t, 5*time.Second); code != 0 {
 		t.Errorf("supervisor exit code %d after SIGTERM, want 0", code)
 	}
@@ -326,14 +329,14 @@ func TestUpgradeInProgress(t *testing.T) {
 	defer cancel()
 	runErr := make(chan error, 1)
 	go func() { runErr <- s.Run(ctx) }()
-	testkit.Eventually(t, "generation 1 serving", func() bool { return s.Stats().Generation == 1 })
+	testkit.EventuallyWithin(t, 30*time.Second, "generation 1 serving", func() bool { return s.Stats().Generation == 1 })
 	if err := os.WriteFile(hang, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	first := make(chan error, 1)
 	go func() { first <- s.Upgrade() }()
 	var hanging []int
-	testkit.Eventually(t, "generation 2 hanging at start", func() bool {
+	testkit.EventuallyWithin(t, 30*time.Second, "generation 2 hanging at start", func() bool {
 		b, _ := os.ReadFile(hang + ".pids")
 		hanging = hanging[:0]
 		for _, f := range strings.Fields(string(b)) {
@@ -353,8 +356,8 @@ func TestUpgradeInProgress(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "exited before accepting") {
 			t.Fatalf("Upgrade with a new child killed: %v", err)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Upgrade still waiting 5 s after a new child died (StartTimeout 20 s)")
+	case <-time.After(10 * time.Second):
+		t.Fatal("Upgrade still waiting 10 s after a new child died (StartTimeout 20 s)")
 	}
 	if st := s.Stats(); st.Generation != 1 || st.FailedUpgrades != 1 {
 		t.Fatalf("after the abandoned hand-over: %+v", st)
@@ -378,7 +381,7 @@ func TestUpgradeInProgress(t *testing.T) {
 // kernel queued new connections nobody would accept, then reset them.
 func TestStopRefusesNewConnections(t *testing.T) {
 	h := testkit.StartHelper(t, "prefork-fasthttp", nil, nil)
-	addr, _, _ := ready(t, h, 0, 1)
+	addr, _, next := ready(t, h, 0, 1)
 	slow := make(chan error, 1)
 	go func() {
 		status, body, err := fasthttp.GetTimeout(nil, "http://"+addr+"/slow", 10*time.Second)
@@ -387,7 +390,7 @@ func TestStopRefusesNewConnections(t *testing.T) {
 		}
 		slow <- err
 	}()
-	time.Sleep(200 * time.Millisecond) // the slow request is in a child's handler
+	h.Wait(t, next, regexp.MustCompile(`child: slow request in the handler`), 10*time.Second)
 	if err := h.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

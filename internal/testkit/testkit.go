@@ -141,7 +141,14 @@ func Returns(t testing.TB, done <-chan error, d time.Duration, what string) {
 // what it waited for if it never does.
 func Eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	EventuallyWithin(t, 5*time.Second, what, cond)
+}
+
+// EventuallyWithin is Eventually with a wait of d: for what starts
+// processes, say.
+func EventuallyWithin(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
