@@ -52,11 +52,20 @@ func TestStopUnderLoad(t *testing.T) {
 				}
 				c, err := net.Dial("tcp", addr)
 				if err != nil {
-					if errors.Is(err, syscall.ECONNREFUSED) {
+					switch {
+					case errors.Is(err, syscall.ECONNREFUSED):
 						refused.Add(1)
-						return
+					case errors.Is(err, syscall.ECONNRESET):
+						// The handshake was under way when the listener
+						// closed: the same race as a connection reset in
+						// the accept queue, met earlier (on loopback the
+						// handshake runs inside connect). It failed in
+						// about 1 of 40 runs under -race before it was
+						// counted as such.
+						queueReset.Add(1)
+					default:
+						t.Errorf("dial: %v", err)
 					}
-					t.Errorf("dial: %v", err)
 					return
 				}
 				cr := &countingReader{r: c}
