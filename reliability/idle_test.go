@@ -55,8 +55,14 @@ func TestManyIdleConnections(t *testing.T) {
 	const n = 10000
 	fds, gs := leakcheck.FDs(t), runtime.NumGoroutine()
 	func() {
+		// The timeouts must outlast the child's dialing of all n (a
+		// connection is accepted when its byte arrives, and its read
+		// timeout starts then): at 3 s, with server tests running beside
+		// it under -race (make soak), the first were reclaimed before the
+		// last were dialed and the count never reached n.
+		const timeout = 8 * time.Second
 		s, stop := startServer(t, func(ctx *fasthttp.RequestCtx) { ctx.WriteString("ok") },
-			server.Config{IdleTimeout: 3 * time.Second, ReadTimeout: 3 * time.Second})
+			server.Config{IdleTimeout: timeout, ReadTimeout: timeout})
 		defer stop()
 		addr := s.Addr().String()
 		runtime.GC()
@@ -76,7 +82,7 @@ func TestManyIdleConnections(t *testing.T) {
 		if strings.TrimSpace(line) != "held" {
 			t.Fatalf("child: %q", line)
 		}
-		deadline := time.Now().Add(10 * time.Second)
+		deadline := time.Now().Add(timeout)
 		for s.ListenerMetrics().Snapshot().Active < n && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
@@ -99,7 +105,7 @@ func TestManyIdleConnections(t *testing.T) {
 			t.Fatalf("server RSS grew %d MiB for %d idle connections (%d KiB each)", grown>>20, n, grown/n>>10)
 		}
 		// The read timeout closes the stalled requests.
-		deadline = time.Now().Add(10 * time.Second)
+		deadline = time.Now().Add(timeout + 7*time.Second)
 		for s.ListenerMetrics().Snapshot().Active > 0 && time.Now().Before(deadline) {
 			time.Sleep(50 * time.Millisecond)
 		}
