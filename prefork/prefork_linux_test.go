@@ -449,3 +449,35 @@ func TestServeFasthttpHandoverLosesNothing(t *testing.T) {
 		h.Exited(t, 10*time.Second)
 	}
 }
+
+// A second SIGTERM during the stop kills the children at once, without
+// waiting for a request in flight or StopTimeout.
+func TestSecondSignalKills(t *testing.T) {
+	h := testkit.StartHelper(t, "prefork-fasthttp", nil, nil)
+	addr, pids, next := ready(t, h, 0, 1)
+	slow := make(chan error, 1)
+	go func() {
+		_, _, err := fasthttp.GetTimeout(nil, "http://"+addr+"/slow", 10*time.Second)
+		slow <- err
+	}()
+	_, next = h.Wait(t, next, regexp.MustCompile(`child: slow request in the handler`), 10*time.Second)
+	if err := h.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	_, next = h.Wait(t, next, regexp.MustCompile(`prefork: terminated: stopping`), 5*time.Second)
+	if err := h.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	h.Wait(t, next, regexp.MustCompile(`prefork: terminated again: killing the children`), 5*time.Second)
+	h.Wait(t, next, regexp.MustCompile(`prefork: stopped`), 10*time.Second)
+	// The child was killed in the middle of the 2 s request: without the
+	// second signal it would have drained and answered it.
+	if err := <-slow; err == nil {
+		t.Error("the request in flight was answered: the child was not killed")
+	}
+	for _, p := range pids {
+		if alive(p) {
+			t.Errorf("child %d still running", p)
+		}
+	}
+}
