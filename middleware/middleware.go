@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -74,8 +76,9 @@ func methodIndex(m []byte) int {
 // panic passing through it is recorded as the 500 that Recover sends, and
 // passed on; a timeout response (fasthttp.TimeoutHandler,
 // TimeoutWithCodeHandler, ctx.TimeoutError) as its code, when Metrics
-// wraps the timeout handler (inside it, Metrics would run in the timed-out
-// goroutine, after the response left); a hijacked request as the response
+// wraps the timeout handler (inside it, Metrics runs in the goroutine the
+// timeout handler starts and counts the code the inner handler set); a
+// hijacked request as the response
 // fasthttp writes before the hijack (unless the handler set
 // HijackSetNoResponse, which fasthttp gives no way to read). Requests
 // fasthttp could not parse reach no handler: set ErrorHandler on the
@@ -108,8 +111,13 @@ func Metrics(reg prometheus.Registerer) Middleware {
 	}
 	counter := newCodeCounters(requests).get
 	return func(next fasthttp.RequestHandler) fasthttp.RequestHandler {
+		// Whether this handler runs in the goroutine a fasthttp timeout
+		// handler starts: where it stands in the chain does not change,
+		// so the first request finds out (one look at the stack) for all.
+		var where position
 		return func(ctx *fasthttp.RequestCtx) {
 			inFlight.Add(1)
+			inside := where.insideTimeoutHandler()
 			// fasthttp has read the clock for this request already (or
 			// reads it now, with Server.LazyRequestTime): one clock read
 			// per request saved.
@@ -118,7 +126,7 @@ func Metrics(reg prometheus.Registerer) Middleware {
 				start = time.Now()
 			}
 			defer func() {
-				code := sentCode(ctx)
+				code := sentCode(ctx, inside)
 				p := recover()
 				if p != nil {
 					code = fasthttp.StatusInternalServerError // what Recover sends
@@ -169,12 +177,49 @@ func (t *codeCounters) get(mi, code int) prometheus.Counter {
 // handler returns. A timeout (TimeoutHandler, TimeoutWithCodeHandler,
 // ctx.TimeoutError*) replaces the response: fasthttp sends the timeout
 // response, and ctx.Response, which the timed-out handler may still be
-// writing in its goroutine, is not read at all.
-func sentCode(ctx *fasthttp.RequestCtx) int {
-	if r := ctx.LastTimeoutErrorResponse(); r != nil {
-		return r.StatusCode()
+// writing in its goroutine, is not read at all. Inside a timeout handler's
+// goroutine the timeout response is not read either: the timeout handler
+// sets it from its own goroutine, with nothing ordering the two, and the
+// response the inner handler made is all this goroutine can know.
+func sentCode(ctx *fasthttp.RequestCtx, insideTimeoutHandler bool) int {
+	if !insideTimeoutHandler {
+		if r := ctx.LastTimeoutErrorResponse(); r != nil {
+			return r.StatusCode()
+		}
 	}
 	return ctx.Response.StatusCode()
+}
+
+// position records whether a Metrics handler runs inside the goroutine of
+// fasthttp's TimeoutWithCodeHandler (which TimeoutHandler is too).
+type position struct {
+	known, inside atomic.Bool
+}
+
+func (p *position) insideTimeoutHandler() bool {
+	if p.known.Load() {
+		return p.inside.Load()
+	}
+	pcs := make([]uintptr, 64)
+	frames := runtime.CallersFrames(pcs[:runtime.Callers(2, pcs)])
+	inside := false
+	for {
+		f, more := frames.Next()
+		// The goroutine's function, fasthttp's closure, is named after
+		// wherever the compiler inlined TimeoutWithCodeHandler
+		// (main.TimeoutHandler.TimeoutWithCodeHandler.func2.1, say); its
+		// file is fasthttp's.
+		if strings.Contains(f.Function, "TimeoutWithCodeHandler.func") && strings.Contains(f.File, "valyala/fasthttp") {
+			inside = true
+			break
+		}
+		if !more {
+			break
+		}
+	}
+	p.inside.Store(inside)
+	p.known.Store(true)
+	return inside
 }
 
 // ErrorHandler returns a fasthttp.Server.ErrorHandler that counts in

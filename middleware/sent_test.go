@@ -91,3 +91,31 @@ func TestMetricsCountsWhatIsSent(t *testing.T) {
 		})
 	}
 }
+
+// Metrics inside a timeout handler runs in the goroutine that handler
+// starts, while fasthttp sets the timeout response from its own: Metrics
+// must not read it there (under -race, reading it was a data race the
+// detector reports), and counts the response the inner handler made.
+func TestMetricsInsideTimeoutHandler(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	inner := Chain(func(ctx *fasthttp.RequestCtx) {
+		time.Sleep(50 * time.Millisecond)
+		ctx.SetStatusCode(fasthttp.StatusAccepted)
+	}, Metrics(reg))
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &fasthttp.Server{Handler: fasthttp.TimeoutHandler(inner, 10*time.Millisecond, "slow"), Logger: testkit.Quiet{}}
+	go s.Serve(ln)
+	defer s.Shutdown()
+	const n = 5
+	for range n {
+		if status, _, err := fasthttp.Get(nil, "http://"+ln.Addr().String()+"/"); err != nil || status != fasthttp.StatusRequestTimeout {
+			t.Fatalf("%d %v, want the timeout handler's 408", status, err)
+		}
+	}
+	testkit.Eventually(t, "the inner handlers to finish", func() bool {
+		return testutil.ToFloat64(requestsTotal(reg).WithLabelValues("GET", "202")) == n
+	})
+}
