@@ -435,32 +435,49 @@ func TestNames(t *testing.T) {
 	}
 }
 
+// TestCollector: a Dialer's series; the socket pool's only for a Dialer
+// into another namespace (one in the process's namespace has no pool).
 func TestCollector(t *testing.T) {
-	d := newDialer(t, Config{})
-	reg := prometheus.NewRegistry()
-	if err := reg.Register(d); err != nil {
-		t.Fatal(err)
+	gather := func(d *Dialer, addr string) map[string]bool {
+		t.Helper()
+		reg := prometheus.NewRegistry()
+		if err := reg.Register(d); err != nil {
+			t.Fatal(err)
+		}
+		c, err := d.Dial(addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := map[string]bool{}
+		for _, mf := range mfs {
+			names[mf.GetName()] = true
+		}
+		for _, want := range []string{"connopt_client_dials_total", "connopt_client_connect_seconds", "connopt_client_dial_errors_total",
+			"connopt_client_dead_connection_retries_total"} {
+			if !names[want] {
+				t.Errorf("no %s in %v", want, names)
+			}
+		}
+		return names
 	}
 	ln, _ := net.Listen("tcp4", "127.0.0.1:0")
 	defer ln.Close()
-	c, err := d.Dial(ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
+	const pooled = "connopt_sockpool_sockets_handed_out_total"
+	if names := gather(newDialer(t, Config{}), ln.Addr().String()); names[pooled] {
+		t.Errorf("%s from a Dialer in the process's namespace, which has no pool", pooled)
 	}
-	c.Close()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	names := map[string]bool{}
-	for _, mf := range mfs {
-		names[mf.GetName()] = true
-	}
-	for _, want := range []string{"connopt_client_dials_total", "connopt_client_connect_seconds", "connopt_client_dial_errors_total",
-		"connopt_client_dead_connection_retries_total", "connopt_sockpool_sockets_handed_out_total"} {
-		if !names[want] {
-			t.Errorf("no %s in %v", want, names)
-		}
+
+	ns := testns.New(t, nil)
+	var nln net.Listener
+	ns.Do(t, func() { nln, _ = net.Listen("tcp4", "127.0.0.1:0") })
+	defer nln.Close()
+	if names := gather(newDialer(t, Config{Namespace: ns.Name}), nln.Addr().String()); !names[pooled] {
+		t.Errorf("no %s from a Dialer into another namespace", pooled)
 	}
 }
 

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/connopt/connopt/internal/confcheck"
+	"github.com/connopt/connopt/internal/nsexec"
 	"github.com/connopt/connopt/internal/rawsock"
 	"github.com/connopt/connopt/internal/tcpconn"
 	"github.com/connopt/connopt/ports"
@@ -88,14 +88,17 @@ type Config struct {
 	// ConnectTimeout bounds a dial whose context has no deadline. Zero
 	// means DefaultConnectTimeout.
 	ConnectTimeout time.Duration
-	// PoolSize is the number of sockets kept ready per address family.
-	// Zero means sockpool.DefaultSize.
+	// PoolSize is the number of sockets kept ready per address family
+	// for a dialer into another namespace. Zero means sockpool.DefaultSize.
+	// Dialers in the process's own namespace keep no pool.
 	PoolSize int
 	// DNSCacheTTL is how long a resolved host name is reused. Zero means
 	// DefaultDNSCacheTTL.
 	DNSCacheTTL time.Duration
 
-	// Options are set when the pool creates the socket, not per dial.
+	// Options are set where the socket is made: by the dialing goroutine
+	// in the process's namespace (only those that differ from the
+	// kernel's defaults), or by the pool's thread for another namespace.
 	sockopt.Options
 
 	// DisablePeerWatch turns off watching dialed connections for the
@@ -108,8 +111,12 @@ type Config struct {
 	DisablePeerWatch bool
 }
 
-// Dialer dials TCP connections with pooled sockets. It is safe for
-// concurrent use.
+// Dialer dials TCP connections. In the process's namespace the dialing
+// goroutine makes each socket itself, as net.Dialer does; into another
+// namespace it takes one from a socket pool whose thread lives there,
+// shared with every other Dialer of the process into that namespace with
+// the same family, options and PoolSize. It is safe for concurrent use;
+// a dial takes no lock.
 type Dialer struct {
 	cfg     Config
 	timeout time.Duration
@@ -118,9 +125,16 @@ type Dialer struct {
 	srcs6   []netip.Addr
 	rr      atomic.Uint32
 
-	mu     sync.Mutex
-	pools  [2]*sockpool.Pool // by family: 0 IPv4, 1 IPv6, made on first use
-	closed bool
+	// inline: sockets are made by the dialing goroutine, with opts.
+	inline bool
+	opts   rawsock.Options
+	// Otherwise from pools, by family (0 IPv4, 1 IPv6), made from
+	// poolCfg on first use and replaced when their namespace dies;
+	// private pools are the Dialer's own (see newPrivatePool).
+	pools   [2]atomic.Pointer[sharedPool]
+	poolCfg [2]sockpool.Config
+	private bool
+	closed  atomic.Bool
 
 	dns dnsCache
 
@@ -134,8 +148,8 @@ type Dialer struct {
 	connectTime  prometheus.Histogram
 }
 
-// NewDialer returns a Dialer; its IPv4 socket pool starts filling at once,
-// so a missing namespace is reported here.
+// NewDialer returns a Dialer. Into another namespace, its IPv4 socket pool
+// is made (or joined) at once, so a missing namespace is reported here.
 func NewDialer(cfg Config) (*Dialer, error) {
 	if err := cfg.Options.Validate(); err != nil {
 		return nil, err
@@ -152,7 +166,7 @@ func NewDialer(cfg Config) (*Dialer, error) {
 		ports:   cfg.Ports,
 		connectTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "connopt_client_connect_seconds",
-			Help:    "Time from taking a pooled socket to an established connection.",
+			Help:    "Time from the start of a dial to an established connection.",
 			Buckets: prometheus.ExponentialBuckets(10e-6, 2, 16),
 		}),
 	}
@@ -175,7 +189,8 @@ func NewDialer(cfg Config) (*Dialer, error) {
 			}
 		}
 	}
-	if _, err := d.pool(false); err != nil {
+	if err := d.prepare(); err != nil {
+		d.Close()
 		return nil, fmt.Errorf("client: %w", err)
 	}
 	if !cfg.DisablePeerWatch {
@@ -189,59 +204,131 @@ func NewDialer(cfg Config) (*Dialer, error) {
 	return d, nil
 }
 
-// pool returns the socket pool of a family, creating it on first use.
-func (d *Dialer) pool(ipv6 bool) (*sockpool.Pool, error) {
+// prepare decides where sockets are made. In the process's namespace (the
+// Config names none and the calling thread is there) the dialing goroutine
+// makes them, and every unlocked goroutine's thread is there too. Anywhere
+// else a pool's thread does: the IPv4 pool is joined now; the IPv6 one on
+// first use, or now too when the namespace is this thread's own, which a
+// later caller's thread may not be in.
+func (d *Dialer) prepare() error {
+	bind := rawsock.BindOptions{NoPort: len(d.srcs4)+len(d.srcs6) > 0}
+	if d.ports != nil {
+		// Set once at creation, so BindPrepared only binds.
+		o := d.ports.SocketOptions()
+		bind = rawsock.BindOptions{ReuseAddr: o.ReuseAddr, NoPort: o.BindAddressNoPort, RangeLow: o.LocalPortRange.Low, RangeHigh: o.LocalPortRange.High}
+	}
+	if d.cfg.Namespace == "" {
+		if here, err := nsexec.InProcessNamespace(); err == nil && here {
+			d.inline = true
+			d.opts = rawsock.DialOptions(d.cfg.Options, bind)
+			if kernel, err := rawsock.KernelKeepAlive(); err == nil {
+				d.opts = d.opts.WithoutKernelDefaults(kernel)
+			}
+			return nil
+		}
+		d.private = true
+	}
+	for i := range d.poolCfg {
+		d.poolCfg[i] = sockpool.Config{
+			Namespace: d.cfg.Namespace, IPv6: i == 1, Size: d.cfg.PoolSize, Options: d.cfg.Options,
+			ReuseAddr: bind.ReuseAddr, BindAddressNoPort: bind.NoPort, LocalPortLow: bind.RangeLow, LocalPortHigh: bind.RangeHigh,
+		}
+	}
+	if _, err := d.attach(0, nil); err != nil {
+		return err
+	}
+	if d.private {
+		if _, err := d.attach(1, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// attach gives family i a pool in place of old (nil: none yet), unless
+// another dial already did, and returns the pool to use.
+func (d *Dialer) attach(i int, old *sharedPool) (*sharedPool, error) {
+	var sp *sharedPool
+	var err error
+	if d.private {
+		if old != nil {
+			return old, nil // a thread's namespace cannot die under it
+		}
+		sp, err = newPrivatePool(d.poolCfg[i])
+	} else {
+		sp, err = acquirePool(d.poolCfg[i])
+	}
+	if err != nil {
+		return nil, err // a cause: DialContext and NewDialer say whose
+	}
+	if !d.pools[i].CompareAndSwap(old, sp) {
+		releasePool(sp)
+		if cur := d.pools[i].Load(); cur != nil {
+			return cur, nil
+		}
+		return nil, ErrClosed
+	}
+	if old != nil {
+		releasePool(old)
+	}
+	if d.closed.Load() {
+		// Close ran meanwhile and may have missed this one.
+		if sp := d.pools[i].Swap(nil); sp != nil {
+			releasePool(sp)
+		}
+		return nil, ErrClosed
+	}
+	return sp, nil
+}
+
+// socket returns a new unconnected socket for a dial: made here, or taken
+// from the family's pool.
+func (d *Dialer) socket(ctx context.Context, ipv6 bool) (int, error) {
+	if d.closed.Load() {
+		return -1, ErrClosed
+	}
+	if d.inline {
+		return rawsock.NewTCPSocket(ipv6, d.opts)
+	}
 	i := 0
 	if ipv6 {
 		i = 1
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed {
-		return nil, ErrClosed
-	}
-	if p := d.pools[i]; p != nil {
-		if err := p.Err(); err == nil {
-			return p, nil
-		} else if !errors.Is(err, sockpool.ErrNamespaceGone) && !errors.Is(err, sockpool.ErrNamespaceChanged) {
-			return p, nil
+	sp := d.pools[i].Load()
+	for attempt := 0; ; attempt++ {
+		if sp == nil {
+			var err error
+			if sp, err = d.attach(i, nil); err != nil {
+				return -1, err
+			}
 		}
-		// The namespace was deleted or replaced: start over with whatever
-		// the name leads to now (or fail, clearly, if nothing).
-		p.Close()
-		d.pools[i] = nil
+		s, err := sp.pool.Get(ctx)
+		switch {
+		case err == nil:
+			return s.Detach()
+		case attempt == 0 && namespaceDied(err):
+			// The namespace was deleted or replaced: start over with
+			// whatever the name leads to now (or fail, clearly, if
+			// nothing).
+			if sp, err = d.attach(i, sp); err != nil {
+				return -1, err
+			}
+		case errors.Is(err, sockpool.ErrClosed) && d.closed.Load():
+			return -1, ErrClosed
+		default:
+			return -1, err
+		}
 	}
-	c := d.cfg
-	pc := sockpool.Config{
-		Namespace: c.Namespace, IPv6: ipv6, Size: c.PoolSize, Options: c.Options,
-		BindAddressNoPort: len(d.srcs4)+len(d.srcs6) > 0,
-	}
-	if d.ports != nil {
-		// Set once at creation, so BindPrepared only binds.
-		o := d.ports.SocketOptions()
-		pc.ReuseAddr, pc.BindAddressNoPort = o.ReuseAddr, o.BindAddressNoPort
-		pc.LocalPortLow, pc.LocalPortHigh = o.LocalPortRange.Low, o.LocalPortRange.High
-	}
-	p, err := sockpool.New(pc)
-	if err != nil {
-		return nil, err // a cause: DialContext and NewDialer say whose
-	}
-	d.pools[i] = p
-	return p, nil
 }
 
-// Close closes the socket pools. Connections already made stay open.
+// Close releases the socket pools. Connections already made stay open.
 func (d *Dialer) Close() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed {
+	if d.closed.Swap(true) {
 		return nil
 	}
-	d.closed = true
-	for i, p := range d.pools {
-		if p != nil {
-			p.Close()
-			d.pools[i] = nil
+	for i := range d.pools {
+		if sp := d.pools[i].Swap(nil); sp != nil {
+			releasePool(sp)
 		}
 	}
 	if d.watch != nil {
@@ -501,18 +588,10 @@ func (d *Dialer) source(ip netip.Addr) netip.Addr {
 	return srcs[int(d.rr.Add(1))%len(srcs)]
 }
 
-// connect is the hot path: a pooled socket, a bind if a source is chosen,
+// connect is the hot path: a socket, a bind if a source is chosen,
 // and the connect on the poller.
 func (d *Dialer) connect(ctx context.Context, network string, remote netip.AddrPort, raddr *net.TCPAddr, l *ports.Lease, src netip.Addr) (*tcpconn.FileConn, error) {
-	p, err := d.pool(remote.Addr().Is6())
-	if err != nil {
-		return nil, err
-	}
-	s, err := p.Get(ctx)
-	if err != nil {
-		return nil, err
-	}
-	fd, err := s.Detach()
+	fd, err := d.socket(ctx, remote.Addr().Is6())
 	if err != nil {
 		return nil, err
 	}

@@ -53,12 +53,9 @@ func (d *Dialer) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descPeerClosed, prometheus.CounterValue, float64(d.conns.PeerClosedRead.Load()), "read")
 	ch <- prometheus.MustNewConstMetric(descPeerClosed, prometheus.CounterValue, float64(d.conns.PeerClosedWrite.Load()), "write")
 	d.connectTime.Collect(ch)
-	d.mu.Lock()
-	pools := d.pools
-	d.mu.Unlock()
-	for _, p := range pools {
-		if p != nil {
-			p.Collect(ch)
+	for i := range d.pools {
+		if sp := d.pools[i].Load(); sp != nil {
+			sp.pool.Collect(ch)
 		}
 	}
 }

@@ -105,10 +105,9 @@ func (c *Config) normalize() error {
 }
 
 func (c *Config) options() rawsock.Options {
-	o := rawsock.TCPOptions(c.Options)
-	o.ReuseAddr, o.BindAddressNoPort = c.ReuseAddr, c.BindAddressNoPort
-	o.LocalPortLow, o.LocalPortHigh = c.LocalPortLow, c.LocalPortHigh
-	return o
+	return rawsock.DialOptions(c.Options, rawsock.BindOptions{
+		ReuseAddr: c.ReuseAddr, NoPort: c.BindAddressNoPort, RangeLow: c.LocalPortLow, RangeHigh: c.LocalPortHigh,
+	})
 }
 
 // Socket is a pooled socket: a non-blocking, close-on-exec TCP descriptor,

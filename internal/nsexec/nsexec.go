@@ -6,6 +6,7 @@ package nsexec
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"os/exec"
 	"runtime"
 	"strings"
@@ -144,4 +145,20 @@ func ip(args ...string) error {
 		return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
 	}
 	return nil
+}
+
+// InProcessNamespace reports whether the calling thread is in the network
+// namespace of the process (its main thread's), where every thread that
+// runs unlocked goroutines is: a socket any goroutine creates lands there.
+// It is false on a thread a goroutine has locked and moved elsewhere.
+func InProcessNamespace() (bool, error) {
+	self, err := os.Stat("/proc/thread-self/ns/net")
+	if err != nil {
+		return false, fmt.Errorf("this thread's network namespace: %w", err)
+	}
+	proc, err := os.Stat("/proc/self/ns/net")
+	if err != nil {
+		return false, fmt.Errorf("the process's network namespace: %w", err)
+	}
+	return os.SameFile(self, proc), nil
 }

@@ -99,3 +99,34 @@ func TCPOptions(o sockopt.Options) Options {
 	}
 	return r
 }
+
+// WithoutKernelDefaults is o without the keep-alive times and count that
+// equal kernel's (KernelKeepAlive of the namespace the sockets are made
+// in): a socket made with either reads back the same, and the second costs
+// a setsockopt less for each. Everything else is kept: the kernel's
+// defaults for it are off.
+func (o Options) WithoutKernelDefaults(kernel Options) Options {
+	if !o.KeepAlive {
+		return o
+	}
+	if seconds(o.KeepIdle) == seconds(kernel.KeepIdle) {
+		o.KeepIdle = 0
+	}
+	if seconds(o.KeepInterval) == seconds(kernel.KeepInterval) {
+		o.KeepInterval = 0
+	}
+	if o.KeepCount == kernel.KeepCount {
+		o.KeepCount = 0
+	}
+	return o
+}
+
+// DialOptions is the table of a socket made for dialing: o with sockopt's
+// defaults filled in, and what b prepares for a bind before connect, set at
+// creation so that the dial path only binds.
+func DialOptions(o sockopt.Options, b BindOptions) Options {
+	r := TCPOptions(o)
+	r.ReuseAddr, r.BindAddressNoPort = b.ReuseAddr, b.NoPort
+	r.LocalPortLow, r.LocalPortHigh = b.RangeLow, b.RangeHigh
+	return r
+}

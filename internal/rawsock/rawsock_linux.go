@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -318,4 +320,31 @@ func SetLinger(fd, sec int) error {
 		l = unix.Linger{Onoff: 1, Linger: int32(sec)}
 	}
 	return wrap("setsockopt", unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &l))
+}
+
+// KernelKeepAlive reads the keep-alive settings a TCP socket of the calling
+// thread's namespace has when nobody sets them (net.ipv4.tcp_keepalive_time,
+// tcp_keepalive_intvl, tcp_keepalive_probes), as Options with KeepAlive
+// set: what Options.WithoutKernelDefaults compares against.
+func KernelKeepAlive() (Options, error) {
+	o := Options{KeepAlive: true}
+	for _, f := range [...]struct {
+		name string
+		set  func(int)
+	}{
+		{"tcp_keepalive_time", func(v int) { o.KeepIdle = time.Duration(v) * time.Second }},
+		{"tcp_keepalive_intvl", func(v int) { o.KeepInterval = time.Duration(v) * time.Second }},
+		{"tcp_keepalive_probes", func(v int) { o.KeepCount = v }},
+	} {
+		b, err := os.ReadFile("/proc/sys/net/ipv4/" + f.name)
+		if err != nil {
+			return Options{}, err
+		}
+		v, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			return Options{}, fmt.Errorf("/proc/sys/net/ipv4/%s: %w", f.name, err)
+		}
+		f.set(v)
+	}
+	return o, nil
 }

@@ -22,3 +22,5 @@ func Connect(ctx context.Context, fd int, remote netip.AddrPort) (*os.File, erro
 	return nil, ErrUnsupported
 }
 func ProbeKernelPortSelection(ipv6 bool) error { return ErrNoKernelPortSelection }
+func NewTCPSocket(ipv6 bool, o Options) (int, error) { return -1, ErrUnsupported }
+func KernelKeepAlive() (Options, error)               { return Options{}, ErrUnsupported }
