@@ -12,6 +12,7 @@ import (
 	"github.com/connopt/connopt/client"
 	"github.com/connopt/connopt/internal/rawsock"
 	"github.com/connopt/connopt/internal/testkit"
+	"github.com/connopt/connopt/internal/testns"
 	"github.com/connopt/connopt/listener"
 	"github.com/connopt/connopt/sockopt"
 	"github.com/connopt/connopt/sockpool"
@@ -52,12 +53,24 @@ func TestSameOptionsEverywhere(t *testing.T) {
 		t.Fatalf("stock dialed %+v, accepted %+v", got, wantStock)
 	}
 
+	// The client leaves to the kernel what equals its defaults: a case
+	// asking for exactly those must read back the same.
+	kernel, err := rawsock.KernelKeepAlive()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// In this namespace the kernel's defaults differ from every value
+	// asked for: what a pool makes there must still read back as asked.
+	ns := testns.New(t, map[string]string{"net.ipv4.tcp_keepalive_probes": "5", "net.ipv4.tcp_keepalive_time": "100", "net.ipv4.tcp_keepalive_intvl": "10"})
+
 	for _, tc := range []struct {
 		name string
 		o    sockopt.Options
 		want rawsock.Options
 	}{
 		{"zero", sockopt.Options{}, wantStock},
+		{"kernel's", sockopt.Options{KeepAlive: kernel.KeepIdle, KeepAliveInterval: kernel.KeepInterval, KeepAliveCount: kernel.KeepCount},
+			rawsock.Options{NoDelay: true, KeepAlive: true, KeepIdle: kernel.KeepIdle, KeepInterval: kernel.KeepInterval, KeepCount: kernel.KeepCount}},
 		{"custom", sockopt.Options{KeepAlive: 7 * time.Second, KeepAliveInterval: 3 * time.Second, KeepAliveCount: 4},
 			rawsock.Options{NoDelay: true, KeepAlive: true, KeepIdle: 7 * time.Second, KeepInterval: 3 * time.Second, KeepCount: 4}},
 		{"Nagle", sockopt.Options{Nagle: true}, rawsock.Options{NoDelay: false, KeepAlive: true,
@@ -89,10 +102,22 @@ func TestSameOptionsEverywhere(t *testing.T) {
 			}
 			f := os.NewFile(uintptr(fd), "pooled")
 			defer f.Close()
+			var nln net.Listener
+			ns.Do(t, func() { nln, err = net.Listen("tcp4", "127.0.0.1:0") })
+			if err != nil {
+				t.Fatal(err)
+			}
+			nd, err := client.NewDialer(client.Config{Namespace: ns.Name, Options: tc.o, PoolSize: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nd.Close()
+			_, nc := accepted(t, nln, func(a string) (net.Conn, error) { return nd.DialContext(t.Context(), "tcp4", a) })
 			for name, got := range map[string]rawsock.Options{
-				"accepted (listener)": tcpOptions(t, s.(syscall.Conn)),
-				"dialed (client)":     tcpOptions(t, c.(syscall.Conn)),
-				"pooled (sockpool)":   tcpOptions(t, f),
+				"accepted (listener)":                      tcpOptions(t, s.(syscall.Conn)),
+				"dialed (client, made by the dialer)":      tcpOptions(t, c.(syscall.Conn)),
+				"dialed into a namespace (client, pooled)": tcpOptions(t, nc.(syscall.Conn)),
+				"pooled (sockpool)":                        tcpOptions(t, f),
 			} {
 				if tc.o.KeepAlive < 0 {
 					got.KeepIdle, got.KeepInterval, got.KeepCount = 0, 0, 0

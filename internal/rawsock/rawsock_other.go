@@ -21,6 +21,6 @@ func BindForConnect(fd int, src netip.AddrPort, o BindOptions) error { return Er
 func Connect(ctx context.Context, fd int, remote netip.AddrPort) (*os.File, error) {
 	return nil, ErrUnsupported
 }
-func ProbeKernelPortSelection(ipv6 bool) error { return ErrNoKernelPortSelection }
+func ProbeKernelPortSelection(ipv6 bool) error       { return ErrNoKernelPortSelection }
 func NewTCPSocket(ipv6 bool, o Options) (int, error) { return -1, ErrUnsupported }
-func KernelKeepAlive() (Options, error)               { return Options{}, ErrUnsupported }
+func KernelKeepAlive() (Options, error)              { return Options{}, ErrUnsupported }
