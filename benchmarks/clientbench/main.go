@@ -3,7 +3,9 @@
 // measured"):
 //
 //  1. syscalls per new connection (dial and close), counted with perf
-//     tracepoints on a worker process that only dials;
+//     tracepoints on every thread of a worker process (GOMAXPROCS=1) that
+//     only dials, and its CPU from /proc: in the process's namespace, and
+//     into another one (pool against a setns per dial);
 //  2. syscalls per request on a pooled keep-alive connection, fasthttp's
 //     HostClient with its own dialer against one built on client.Dialer;
 //  3. dial latency into another network namespace: a setns round trip per
@@ -47,6 +49,8 @@ var kinds = []string{"socket", "connect", "bind", "setsockopt", "getsockopt", "g
 func main() {
 	worker := flag.String("worker", "", "internal: dial (or request) with this method, on command")
 	addr := flag.String("addr", "", "internal: the address a worker dials")
+	ns := flag.String("ns", "", "internal: the namespace a worker dials into")
+	phases := flag.String("phases", "syscalls,namespace,fill", "phases to run, comma-separated")
 	phase := flag.String("phase", "", "internal: run one phase inside a namespace")
 	n := flag.Int("n", 2000, "connections (or requests) per counted run")
 	rounds := flag.Int("rounds", 5, "alternated rounds")
@@ -55,7 +59,7 @@ func main() {
 
 	switch {
 	case *worker != "":
-		runWorker(*worker, *addr, *n)
+		runWorker(*worker, *addr, *ns, *n)
 		return
 	case *phase == "fill":
 		fmt.Print(fillPhase(*rounds))
@@ -71,9 +75,18 @@ func main() {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s; medians of %d alternated rounds.\n\n", measure.Machine(), *rounds)
-	b.WriteString(syscallPhase(*n, *rounds))
-	b.WriteString(namespacePhase(*rounds))
-	b.WriteString(runFillInNamespace(*rounds))
+	for _, p := range strings.Split(*phases, ",") {
+		switch p {
+		case "syscalls":
+			b.WriteString(syscallPhase(*n, *rounds))
+		case "namespace":
+			b.WriteString(namespacePhase(*rounds))
+		case "fill":
+			b.WriteString(runFillInNamespace(*rounds))
+		default:
+			log.Fatalf("unknown phase %q", p)
+		}
+	}
 	fmt.Print(b.String())
 	if *out != "" {
 		os.MkdirAll(filepath.Dir(*out), 0o755)
@@ -85,10 +98,13 @@ func main() {
 
 // --- 1 and 2: syscalls, counted on a worker process ---
 
-var dialMethods = []string{"net.Dialer", "fasthttp.Dial", "client.Dialer (no watch)", "client.Dialer"}
+var dialMethods = []string{"net.Dialer", "fasthttp.Dial", "client.Dialer (no watch)", "client.Dialer", "client.Dialer (keep-alive off)"}
+
+// nsDialMethods dial an upstream inside another namespace.
+var nsDialMethods = []string{"setns per dial (net.Dialer)", "client.Dialer (pool)"}
 var requestMethods = []string{"fasthttp HostClient", "client HostClient (no watch)", "client HostClient"}
 
-func runWorker(method, addr string, n int) {
+func runWorker(method, addr, ns string, n int) {
 	var dial func() (net.Conn, error)
 	var request func() error
 	switch method {
@@ -97,14 +113,27 @@ func runWorker(method, addr string, n int) {
 		dial = func() (net.Conn, error) { return d.Dial("tcp4", addr) }
 	case "fasthttp.Dial":
 		dial = func() (net.Conn, error) { return fasthttp.Dial(addr) }
-	case "client.Dialer", "client.Dialer (no watch)":
-		// A pool larger than the run, so no refill happens while perf
-		// counts: what is counted is the dial path alone.
-		d, err := client.NewDialer(client.Config{PoolSize: 2*n + 64, DisablePeerWatch: method != "client.Dialer"})
+	case "client.Dialer", "client.Dialer (no watch)", "client.Dialer (keep-alive off)", "client.Dialer (pool)":
+		// As a new user would: the zero Config but for what the row
+		// names.
+		cfg := client.Config{DisablePeerWatch: method == "client.Dialer (no watch)"}
+		if method == "client.Dialer (keep-alive off)" {
+			cfg.KeepAlive = -1
+		}
+		if method == "client.Dialer (pool)" {
+			cfg.Namespace = ns
+		}
+		d, err := client.NewDialer(cfg)
 		if err != nil {
 			log.Fatal(err)
 		}
 		dial = func() (net.Conn, error) { return d.Dial(addr) }
+	case "setns per dial (net.Dialer)":
+		target, err := netns.GetFromName(ns)
+		if err != nil {
+			log.Fatal(err)
+		}
+		dial = func() (net.Conn, error) { return setnsDial(target, addr) }
 	case "fasthttp HostClient", "client HostClient", "client HostClient (no watch)":
 		hc := &fasthttp.HostClient{Addr: addr, MaxConns: 1}
 		if method != "fasthttp HostClient" {
@@ -155,10 +184,14 @@ func runWorker(method, addr string, n int) {
 
 // cpuRuns is how many times n the uncounted run that measures CPU makes,
 // so that the 10 ms clock ticks of /proc/PID/stat resolve it.
-const cpuRuns = 5
+const cpuRuns = 10
 
-func countWorker(self, method, addr string, n int) (map[string]float64, error) {
-	cmd := exec.Command(self, "-worker", method, "-addr", addr, "-n", strconv.Itoa(n))
+// countWorker starts a worker process for method (one P: GOMAXPROCS=1, so
+// that threads are only what the method itself needs), counts its
+// syscalls over n units on every thread, then its CPU over cpuRuns×n.
+func countWorker(self, method, addr, ns string, n int) (map[string]float64, error) {
+	cmd := exec.Command(self, "-worker", method, "-addr", addr, "-ns", ns, "-n", strconv.Itoa(n))
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
 	cmd.Stderr = os.Stderr
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
@@ -215,40 +248,59 @@ func syscallPhase(n, rounds int) string {
 	}
 	defer hln.Close()
 	go (&fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { ctx.WriteString("Hello, World!") }}).Serve(hln)
+	// An upstream inside another namespace, for the dials into it.
+	ns := fmt.Sprintf("connopt-clientbench-sys-%d", os.Getpid())
+	if err := nsexec.Create(ns, nil); err != nil {
+		log.Fatal(err)
+	}
+	defer nsexec.Delete(ns)
+	var nln net.Listener
+	if err := nsexec.Do(ns, func() (err error) { nln, err = net.Listen("tcp4", "127.0.0.1:0"); return err }); err != nil {
+		log.Fatal(err)
+	}
+	defer nln.Close()
+	go closeEvery(nln)
 
+	type group struct {
+		methods []string
+		addr    string
+		units   int
+		unit    string
+	}
+	groups := []group{
+		{dialMethods, ln.Addr().String(), n, "connection"},
+		{nsDialMethods, nln.Addr().String(), n, "connection"},
+		{requestMethods, hln.Addr().String(), n * 10, "request"},
+	}
 	res := map[string][]map[string]float64{}
 	for r := range rounds {
-		for _, m := range dialMethods {
-			c, err := countWorker(self, m, ln.Addr().String(), n)
-			if err != nil {
-				log.Fatal(err)
+		for _, g := range groups {
+			for _, m := range g.methods {
+				c, err := countWorker(self, m, g.addr, ns, g.units)
+				if err != nil {
+					log.Fatal(err)
+				}
+				c["ratio"] = c["cpu"] / res0(res, g.methods[0], c, m)
+				res[m] = append(res[m], c)
+				fmt.Fprintf(os.Stderr, "round %d %-32s %.2f syscalls/%s (%.2f on its busiest thread, %.0f threads), %.2f µs CPU\n",
+					r+1, m, c["total"], g.unit, c["busiest"], c["threads"], c["cpu"])
 			}
-			res[m] = append(res[m], c)
-			fmt.Fprintf(os.Stderr, "round %d %-28s %.2f syscalls/connection, %.2f µs CPU\n", r+1, m, c["total"], c["cpu"])
-		}
-		for _, m := range requestMethods {
-			c, err := countWorker(self, m, hln.Addr().String(), n*10)
-			if err != nil {
-				log.Fatal(err)
-			}
-			res[m] = append(res[m], c)
-			fmt.Fprintf(os.Stderr, "round %d %-28s %.2f syscalls/request, %.2f µs CPU\n", r+1, m, c["total"], c["cpu"])
 		}
 	}
 	var b strings.Builder
 	table := func(title string, methods []string) {
-		fmt.Fprintf(&b, "**%s**\n\n| method | CPU µs | total | %s | other |\n|---|---:|---:|%s\n", title, strings.Join(kinds, " | "), strings.Repeat("---:|", len(kinds)+1))
+		fmt.Fprintf(&b, "**%s**\n\n| method | CPU µs | CPU ×%s | syscalls, all threads | on the busiest thread | threads | %s | other |\n|---|---:|---:|---:|---:|---:|%s\n",
+			title, methods[0], strings.Join(kinds, " | "), strings.Repeat("---:|", len(kinds)+1))
 		for _, m := range methods {
 			med := map[string]float64{}
-			for _, k := range append([]string{"cpu", "total"}, kinds...) {
+			for _, k := range append([]string{"cpu", "ratio", "total", "busiest", "threads"}, kinds...) {
 				var xs []float64
 				for _, r := range res[m] {
 					xs = append(xs, r[k])
 				}
-				slices.Sort(xs)
-				med[k] = xs[len(xs)/2]
+				med[k] = measure.Median(xs)
 			}
-			fmt.Fprintf(&b, "| %s | %.2f | %.2f |", m, med["cpu"], med["total"])
+			fmt.Fprintf(&b, "| %s | %.2f | %.2f | %.2f | %.2f | %.0f |", m, med["cpu"], med["ratio"], med["total"], med["busiest"], med["threads"])
 			other := med["total"]
 			for _, k := range kinds {
 				fmt.Fprintf(&b, " %.2f |", med[k])
@@ -258,9 +310,21 @@ func syscallPhase(n, rounds int) string {
 		}
 		b.WriteString("\n")
 	}
-	table(fmt.Sprintf("Syscalls and CPU per new connection, dial and close (%d connections per run; a worker process: syscalls counted by perf, CPU from /proc in a second, uncounted run of %d)", n, cpuRuns*n), dialMethods)
+	how := fmt.Sprintf("a worker process with GOMAXPROCS=1: syscalls counted by perf on each of its threads, CPU (utime+stime of the whole process) from /proc in a second, uncounted run of %d; CPU × is the median of each round's ratio", cpuRuns*n)
+	table(fmt.Sprintf("Syscalls and CPU per new connection, dial and close, in the process's namespace (%d connections per run; %s)", n, how), dialMethods)
+	table(fmt.Sprintf("Syscalls and CPU per new connection into another namespace (%d connections per run; the same method)", n), nsDialMethods)
 	table(fmt.Sprintf("Syscalls and CPU per request on one pooled keep-alive connection (%d requests per run; CPU from a run of %d)", n*10, cpuRuns*n*10), requestMethods)
 	return b.String()
+}
+
+// res0 is the CPU of the first method of a group in the round c belongs
+// to: c itself when m is that method.
+func res0(res map[string][]map[string]float64, first string, c map[string]float64, m string) float64 {
+	if m == first {
+		return c["cpu"]
+	}
+	rs := res[first]
+	return rs[len(rs)-1]["cpu"]
 }
 
 // --- 3: dial latency into another namespace ---

@@ -20,9 +20,12 @@ import (
 )
 
 // Syscalls counts the syscalls of process pid while run runs, with perf
-// tracepoints: "total" (raw_syscalls:sys_enter) and one entry per name in
-// kinds (syscalls:sys_enter_NAME), each divided by the units run reports
-// (requests, connections).
+// tracepoints on each of its threads: "total" (raw_syscalls:sys_enter) and
+// one entry per name in kinds (syscalls:sys_enter_NAME), summed over every
+// thread; "busiest", the total of the thread that made the most (the one
+// doing the work, for a single-goroutine loop), and "threads", how many made
+// any. Each count is divided by the units run reports (requests,
+// connections).
 func Syscalls(pid int, kinds []string, run func() (units float64, err error)) (map[string]float64, error) {
 	out := filepath.Join(os.TempDir(), fmt.Sprintf("connopt-perf-%d-%d.txt", pid, time.Now().UnixNano()))
 	defer os.Remove(out)
@@ -30,7 +33,7 @@ func Syscalls(pid int, kinds []string, run func() (units float64, err error)) (m
 	for _, k := range kinds {
 		events = append(events, "syscalls:sys_enter_"+k)
 	}
-	perf := exec.Command("perf", "stat", "-x,", "-e", strings.Join(events, ","), "-p", strconv.Itoa(pid), "-o", out)
+	perf := exec.Command("perf", "stat", "--per-thread", "-x,", "-e", strings.Join(events, ","), "-p", strconv.Itoa(pid), "-o", out)
 	perf.Stderr = os.Stderr
 	if err := perf.Start(); err != nil {
 		return nil, err
@@ -49,21 +52,33 @@ func Syscalls(pid int, kinds []string, run func() (units float64, err error)) (m
 	if err != nil {
 		return nil, err
 	}
+	// --per-thread lines: "comm-tid,count,,event,...".
 	m := map[string]float64{}
+	perThread := map[string]float64{}
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Split(line, ",")
-		if len(f) < 3 || strings.HasPrefix(line, "#") {
+		if len(f) < 4 || strings.HasPrefix(line, "#") {
 			continue
 		}
-		v, err := strconv.ParseFloat(f[0], 64)
+		if strings.HasPrefix(f[1], "<not") {
+			continue // a thread that ended before perf read it
+		}
+		v, err := strconv.ParseFloat(f[1], 64)
 		if err != nil {
 			return nil, fmt.Errorf("perf: %q: %w", line, err)
 		}
-		switch ev := f[2]; {
+		switch ev := f[3]; {
 		case ev == "raw_syscalls:sys_enter":
-			m["total"] = v / units
+			m["total"] += v / units
+			perThread[f[0]] += v / units
 		case strings.HasPrefix(ev, "syscalls:sys_enter_"):
-			m[strings.TrimPrefix(ev, "syscalls:sys_enter_")] = v / units
+			m[strings.TrimPrefix(ev, "syscalls:sys_enter_")] += v / units
+		}
+	}
+	for _, v := range perThread {
+		m["busiest"] = max(m["busiest"], v)
+		if v > 0 {
+			m["threads"]++
 		}
 	}
 	if _, ok := m["total"]; !ok {
