@@ -32,6 +32,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -50,7 +51,7 @@ func main() {
 	worker := flag.String("worker", "", "internal: dial (or request) with this method, on command")
 	addr := flag.String("addr", "", "internal: the address a worker dials")
 	ns := flag.String("ns", "", "internal: the namespace a worker dials into")
-	phases := flag.String("phases", "syscalls,namespace,fill", "phases to run, comma-separated")
+	phases := flag.String("phases", "syscalls,namespace,fill,profile", "phases to run, comma-separated")
 	phase := flag.String("phase", "", "internal: run one phase inside a namespace")
 	n := flag.Int("n", 2000, "connections (or requests) per counted run")
 	rounds := flag.Int("rounds", 5, "alternated rounds")
@@ -83,6 +84,8 @@ func main() {
 			b.WriteString(namespacePhase(*rounds))
 		case "fill":
 			b.WriteString(runFillInNamespace(*rounds))
+		case "profile":
+			b.WriteString(profilePhase(*n))
 		default:
 			log.Fatalf("unknown phase %q", p)
 		}
@@ -325,6 +328,110 @@ func res0(res map[string][]map[string]float64, first string, c map[string]float6
 	}
 	rs := res[first]
 	return rs[len(rs)-1]["cpu"]
+}
+
+// --- where a dial's CPU goes ---
+
+// profiled are the dial methods whose CPU is broken down by syscall.
+var profiled = []string{"net.Dialer", "client.Dialer"}
+
+// profilePhase samples a dialing worker's CPU (perf record -e cpu-clock -g:
+// a software clock, no hardware counters needed) and reports the share of
+// samples under each syscall's kernel entry (children included: the
+// handshake's softirq work runs inside connect), and in user space.
+func profilePhase(n int) string {
+	self, _ := os.Executable()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ln.Close()
+	go closeEvery(ln)
+	shares := map[string]map[string]float64{}
+	var names []string
+	for _, m := range profiled {
+		sh, err := profileWorker(self, m, ln.Addr().String(), n)
+		if err != nil {
+			log.Fatal(err)
+		}
+		shares[m] = sh
+		for k := range sh {
+			if !slices.Contains(names, k) {
+				names = append(names, k)
+			}
+		}
+	}
+	slices.SortFunc(names, func(a, b string) int {
+		return int(1000*shares[profiled[0]][b]) - int(1000*shares[profiled[0]][a])
+	})
+	var b strings.Builder
+	fmt.Fprintf(&b, "**Where a dial and close's CPU goes** (share of `perf record -e cpu-clock -g` samples of a worker dialing %d×%d times; a syscall's share includes what the kernel does inside it, such as the loopback handshake inside `connect`)\n\n| | %s |\n|---|%s\n", cpuRuns, n, strings.Join(profiled, " | "), strings.Repeat("---:|", len(profiled)))
+	for _, k := range names {
+		fmt.Fprintf(&b, "| %s |", k)
+		for _, m := range profiled {
+			fmt.Fprintf(&b, " %.1f%% |", shares[m][k])
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("\n")
+	return b.String()
+}
+
+func profileWorker(self, method, addr string, n int) (map[string]float64, error) {
+	cmd := exec.Command(self, "-worker", method, "-addr", addr, "-n", strconv.Itoa(n))
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
+	cmd.Stderr = os.Stderr
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	defer func() { stdin.Close(); cmd.Wait() }()
+	sc := bufio.NewScanner(stdout)
+	if !sc.Scan() || sc.Text() != "ready" {
+		return nil, fmt.Errorf("%s worker did not start", method)
+	}
+	data := filepath.Join(os.TempDir(), fmt.Sprintf("connopt-clientbench-%d.perf", cmd.Process.Pid))
+	defer os.Remove(data)
+	perf := exec.Command("perf", "record", "-q", "-e", "cpu-clock", "-F", "2000", "-g", "-p", strconv.Itoa(cmd.Process.Pid), "-o", data)
+	if err := perf.Start(); err != nil {
+		return nil, err
+	}
+	time.Sleep(300 * time.Millisecond) // perf attaches asynchronously
+	fmt.Fprintln(stdin, "go", cpuRuns*n)
+	ok := sc.Scan() && sc.Text() == "done"
+	perf.Process.Signal(syscall.SIGINT)
+	perf.Wait()
+	if !ok {
+		return nil, fmt.Errorf("%s worker failed", method)
+	}
+	out := map[string]float64{}
+	report := func(args ...string) ([]string, error) {
+		b, err := exec.Command("perf", append([]string{"report", "-i", data, "--stdio", "-g", "none"}, args...)...).Output()
+		return strings.Split(string(b), "\n"), err
+	}
+	lines, err := report("--children", "--sort", "sym")
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range lines {
+		f := strings.Fields(l)
+		if len(f) == 4 && strings.HasPrefix(f[3], "__x64_sys_") {
+			v, _ := strconv.ParseFloat(strings.TrimSuffix(f[0], "%"), 64)
+			out[strings.TrimPrefix(f[3], "__x64_sys_")] = v
+		}
+	}
+	if lines, err = report("--no-children", "--sort", "dso"); err != nil {
+		return nil, err
+	}
+	for _, l := range lines {
+		f := strings.Fields(l)
+		if len(f) == 2 && !strings.HasPrefix(f[1], "[") {
+			v, _ := strconv.ParseFloat(strings.TrimSuffix(f[0], "%"), 64)
+			out["user space"] += v
+		}
+	}
+	return out, nil
 }
 
 // --- 3: dial latency into another namespace ---
