@@ -1,13 +1,16 @@
-// Package client dials upstream TCP connections from pooled sockets, in any
-// network namespace and past the kernel's one-port-per-source limit, because
-// a busy proxy's dial path should cost a connect and nothing else: no thread
-// locking, no setns, no setsockopt per connection.
+// Package client dials upstream TCP connections in any network namespace
+// and past the kernel's one-port-per-source limit, at no more cost than
+// net.Dialer's: no thread locking and no setns on the dial path.
 //
-// A Dialer takes an unconnected socket from a sockpool.Pool (made in the
-// target namespace with its sockopt.Options already set), binds it to a
-// source address and port from a ports.Allocator if one is configured,
-// connects it without blocking and waits for the handshake on the runtime
-// poller. The syscalls each path costs are in the README.
+// In the process's own namespace a Dialer makes each socket on the dialing
+// goroutine, as net.Dialer does, setting only the options that differ from
+// the kernel's defaults. Into another namespace it takes an unconnected
+// socket from a sockpool.Pool made there with its sockopt.Options already
+// set, shared by every Dialer of the process with the same namespace,
+// family, options and size. It then binds the socket to a source address
+// and port from a ports.Allocator if one is configured, connects it without
+// blocking and waits for the handshake on the runtime poller. The syscalls
+// each path costs, and why each is kept, are in the README.
 //
 // Connections are *Conn values: they behave as *net.TCPConn does for reads,
 // writes, deadlines and errors (*net.OpError built once, with net's texts),

@@ -216,16 +216,16 @@ func TestDialerMadeOnMovedThread(t *testing.T) {
 		if d, err = NewDialer(Config{PoolSize: 8}); err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { d.Close() })
 		if ln4, err = net.Listen("tcp4", "127.0.0.1:0"); err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { ln4.Close() })
 		if ln6, err = net.Listen("tcp6", "[::1]:0"); err != nil {
 			t.Skipf("no IPv6 loopback in the namespace: %v", err)
 		}
+		t.Cleanup(func() { ln6.Close() })
 	})
-	defer d.Close()
-	defer ln4.Close()
-	defer ln6.Close()
 	if d.inline {
 		t.Fatal("a Dialer made on a thread in another namespace makes its sockets inline")
 	}

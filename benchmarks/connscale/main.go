@@ -1,6 +1,6 @@
 // Command connscale measures how many TCP connections this machine holds,
 // with connopt's own parts: the server side accepts with listener, the
-// client side dials with client (on sockpool and a ports allocator), and
+// client side dials with client (on a ports allocator), and
 // every connection sends "Ping" every interval and expects "Pong" within a
 // timeout. It follows Erlang's connscale tester (a server and clients
 // holding ping-pong connections to find what one machine holds), with its
