@@ -93,7 +93,7 @@ bench-sockpool: bench-deps
 	cd benchmarks && $(GO) build -o ../bin/sockpoolbench ./sockpoolbench
 	./bin/sockpoolbench -out benchmarks/results/sockpool.md
 
-## bench-client: syscalls per dial and per request, namespace dial latency, source-port dial latency (root); then requests against nginx with 2 s and 100 ms keep-alive timeouts
+## bench-client: syscalls (every thread) and CPU per dial and per request, namespace dial latency, source-port dial latency, where a dial's CPU goes (root); then requests against nginx with 2 s and 100 ms keep-alive timeouts
 bench-client: bench-deps
 	cd benchmarks && $(GO) build -o ../bin/clientbench ./clientbench && $(GO) build -o ../bin/idlebench ./idlebench
 	./bin/clientbench -out benchmarks/results/client.md
