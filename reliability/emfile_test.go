@@ -25,8 +25,9 @@ const emfileEnv = "CONNOPT_RELIABILITY_EMFILE_CHILD"
 
 // Descriptor exhaustion in a child process whose RLIMIT_NOFILE the child
 // lowers and fills: a keep-alive connection accepted before keeps being
-// served; the dialer hands out the sockets its pool made before and then
-// fails with EMFILE, clearly; once descriptors are free both recover.
+// served; the dialer (which makes its sockets itself in the process's
+// namespace) fails with EMFILE at once, with stock net.Dialer's error; once
+// descriptors are free both recover.
 func TestDescriptorExhaustion(t *testing.T) {
 	if os.Getenv(emfileEnv) != "" {
 		emfileChild(t)
@@ -97,8 +98,8 @@ func emfileChild(t *testing.T) {
 			t.Fatalf("keep-alive request %d while out of descriptors: %v", i, err)
 		}
 	}
-	// Dials use the pooled sockets, then fail with EMFILE (the refill
-	// cannot make more), promptly.
+	// Dials fail with EMFILE, promptly, as net.Dialer's do.
+	_, stockErr := (&net.Dialer{}).Dial("tcp", ln.Addr().String())
 	var dialErr error
 	var held []net.Conn
 	for range 10 {
@@ -112,14 +113,17 @@ func emfileChild(t *testing.T) {
 	if !errors.Is(dialErr, syscall.EMFILE) {
 		t.Fatalf("dial while out of descriptors: %v, want EMFILE", dialErr)
 	}
-	t.Logf("out of descriptors: %d dials from the pool, then: %v", len(held), dialErr)
+	t.Logf("out of descriptors: %d dials, then: %v", len(held), dialErr)
+	if stockErr == nil || dialErr.Error() != stockErr.Error() {
+		t.Fatalf("dial while out of descriptors: %q; stock net.Dialer: %q", dialErr, stockErr)
+	}
 	for _, c := range held {
 		c.Close()
 	}
 	for _, f := range filler {
 		f.Close()
 	}
-	// Descriptors are back: the dialer's pool refills and dials work.
+	// Descriptors are back: dials work.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		c, err := d.Dial(ln.Addr().String())
