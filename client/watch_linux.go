@@ -31,9 +31,10 @@ type watcher struct {
 	f  *os.File
 	rc syscall.RawConn
 
-	mu    sync.Mutex
-	conns map[uint64]*tcpconn.FileConn
-	next  uint64
+	// conns maps tokens to connections: a sync.Map, so that dials and
+	// closes on many goroutines share no lock.
+	conns sync.Map // uint64 -> *tcpconn.FileConn
+	next  atomic.Uint64
 
 	// goneIdle counts connections whose peer closed while they were idle
 	// (nothing written since the last read); unwatched counts connections
@@ -60,7 +61,7 @@ func newWatcher() (*watcher, error) {
 		f.Close()
 		return nil, err
 	}
-	w := &watcher{f: f, rc: rc, conns: map[uint64]*tcpconn.FileConn{}, done: make(chan struct{})}
+	w := &watcher{f: f, rc: rc, done: make(chan struct{})}
 	go w.run()
 	return w, nil
 }
@@ -68,11 +69,8 @@ func newWatcher() (*watcher, error) {
 // add registers c, whose descriptor is fd, and returns the token to remove
 // it with; 0 if it could not be registered.
 func (w *watcher) add(fd int, c *tcpconn.FileConn) uint64 {
-	w.mu.Lock()
-	w.next++
-	token := w.next
-	w.conns[token] = c
-	w.mu.Unlock()
+	token := w.next.Add(1)
+	w.conns.Store(token, c)
 	ev := unix.EpollEvent{Events: watchEvents, Fd: int32(uint32(token)), Pad: int32(uint32(token >> 32))}
 	err := rawsock.Control(w.rc, func(epfd int) error { return unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &ev) })
 	if err != nil {
@@ -86,9 +84,7 @@ func (w *watcher) add(fd int, c *tcpconn.FileConn) uint64 {
 // remove forgets a connection at its Close. Closing the descriptor removes
 // its registration from the epoll instance: no syscall here.
 func (w *watcher) remove(token uint64) {
-	w.mu.Lock()
-	delete(w.conns, token)
-	w.mu.Unlock()
+	w.conns.Delete(token)
 }
 
 func (w *watcher) run() {
@@ -111,14 +107,13 @@ func (w *watcher) run() {
 }
 
 func (w *watcher) handle(events []unix.EpollEvent) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
 	for _, ev := range events {
 		token := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
-		c := w.conns[token]
-		if c == nil {
+		v, ok := w.conns.Load(token)
+		if !ok {
 			continue // closed meanwhile: its token is gone
 		}
+		c := v.(*tcpconn.FileConn)
 		if idle, first := c.MarkGone(); idle && first {
 			w.goneIdle.Add(1)
 		}
@@ -135,13 +130,11 @@ func (w *watcher) close() {
 // len and last are for tests: how many connections are registered, and the
 // newest token.
 func (w *watcher) len() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return len(w.conns)
+	n := 0
+	w.conns.Range(func(any, any) bool { n++; return true })
+	return n
 }
 
 func (w *watcher) last() uint64 {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.next
+	return w.next.Load()
 }
