@@ -134,6 +134,7 @@ type Dialer struct {
 	pools   [2]atomic.Pointer[sharedPool]
 	poolCfg [2]sockpool.Config
 	private bool
+	v6err   error // why a private Dialer has no IPv6 pool
 	closed  atomic.Bool
 
 	dns dnsCache
@@ -238,8 +239,10 @@ func (d *Dialer) prepare() error {
 		return err
 	}
 	if d.private {
+		// Later, the caller may be on another thread: the IPv6 pool
+		// is made now or never (IPv6 may be off in that namespace).
 		if _, err := d.attach(1, nil); err != nil {
-			return err
+			d.v6err = err
 		}
 	}
 	return nil
@@ -297,6 +300,12 @@ func (d *Dialer) socket(ctx context.Context, ipv6 bool) (int, error) {
 	sp := d.pools[i].Load()
 	for attempt := 0; ; attempt++ {
 		if sp == nil {
+			if d.private {
+				if i == 1 && d.v6err != nil {
+					return -1, d.v6err
+				}
+				return -1, ErrClosed
+			}
 			var err error
 			if sp, err = d.attach(i, nil); err != nil {
 				return -1, err
