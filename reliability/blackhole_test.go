@@ -24,6 +24,18 @@ func ipCmd(t *testing.T, args ...string) {
 	}
 }
 
+// veth joins namespaces a and b with a veth pair (named after tag and the
+// test process), addresses addrA and addrB (prefix included), both ends up.
+func veth(t *testing.T, tag string, a *testns.NS, addrA string, b *testns.NS, addrB string) {
+	t.Helper()
+	name := fmt.Sprintf("%s%d", tag, os.Getpid()%100000)
+	ipCmd(t, "-n", a.Name, "link", "add", name+"a", "type", "veth", "peer", "name", name+"b", "netns", b.Name)
+	ipCmd(t, "-n", a.Name, "addr", "add", addrA, "dev", name+"a")
+	ipCmd(t, "-n", b.Name, "addr", "add", addrB, "dev", name+"b")
+	ipCmd(t, "-n", a.Name, "link", "set", name+"a", "up")
+	ipCmd(t, "-n", b.Name, "link", "set", name+"b", "up")
+}
+
 // An upstream that never answers: namespace B has the address but its
 // route back to the client is a blackhole, so SYN-ACKs vanish and connect
 // waits, as behind a firewall that drops. The dial times out within its
@@ -31,12 +43,7 @@ func ipCmd(t *testing.T, args ...string) {
 func TestBlackholedUpstream(t *testing.T) {
 	a := testns.New(t, nil) // the client
 	b := testns.New(t, nil) // the silent upstream
-	tag := fmt.Sprintf("bh%d", os.Getpid()%100000)
-	ipCmd(t, "-n", a.Name, "link", "add", tag+"a", "type", "veth", "peer", "name", tag+"b", "netns", b.Name)
-	ipCmd(t, "-n", a.Name, "addr", "add", "198.18.7.1/24", "dev", tag+"a")
-	ipCmd(t, "-n", b.Name, "addr", "add", "198.18.7.2/24", "dev", tag+"b")
-	ipCmd(t, "-n", a.Name, "link", "set", tag+"a", "up")
-	ipCmd(t, "-n", b.Name, "link", "set", tag+"b", "up")
+	veth(t, "bh", a, "198.18.7.1/24", b, "198.18.7.2/24")
 	ipCmd(t, "-n", b.Name, "route", "add", "blackhole", "198.18.7.1/32")
 
 	fds, gs := leakcheck.FDs(t), runtime.NumGoroutine()

@@ -2,7 +2,6 @@ package reliability
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"os"
@@ -28,12 +27,7 @@ import (
 func TestKeepAliveFindsVanishedUpstream(t *testing.T) {
 	a := testns.New(t, nil) // the client
 	b := testns.New(t, nil) // the upstream that vanishes
-	tag := fmt.Sprintf("ka%d", os.Getpid()%100000)
-	ipCmd(t, "-n", a.Name, "link", "add", tag+"a", "type", "veth", "peer", "name", tag+"b", "netns", b.Name)
-	ipCmd(t, "-n", a.Name, "addr", "add", "198.18.8.1/24", "dev", tag+"a")
-	ipCmd(t, "-n", b.Name, "addr", "add", "198.18.8.2/24", "dev", tag+"b")
-	ipCmd(t, "-n", a.Name, "link", "set", tag+"a", "up")
-	ipCmd(t, "-n", b.Name, "link", "set", tag+"b", "up")
+	veth(t, "ka", a, "198.18.8.1/24", b, "198.18.8.2/24")
 
 	var ln net.Listener
 	if err := nsexec.Do(b.Name, func() (err error) { ln, err = net.Listen("tcp4", "198.18.8.2:0"); return err }); err != nil {

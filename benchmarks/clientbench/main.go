@@ -22,6 +22,7 @@ import (
 	"bufio"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/netip"
@@ -189,10 +190,17 @@ func runWorker(method, addr, ns string, n int) {
 // so that the 10 ms clock ticks of /proc/PID/stat resolve it.
 const cpuRuns = 10
 
-// countWorker starts a worker process for method (one P: GOMAXPROCS=1, so
-// that threads are only what the method itself needs), counts its
-// syscalls over n units on every thread, then its CPU over cpuRuns×n.
-func countWorker(self, method, addr, ns string, n int) (map[string]float64, error) {
+// worker is a worker process for one method, warmed up and waiting.
+type worker struct {
+	method string
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	sc     *bufio.Scanner
+}
+
+// startWorker starts a worker process for method with one P
+// (GOMAXPROCS=1), so that its threads are only what the method needs.
+func startWorker(self, method, addr, ns string, n int) (*worker, error) {
 	cmd := exec.Command(self, "-worker", method, "-addr", addr, "-ns", ns, "-n", strconv.Itoa(n))
 	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
 	cmd.Stderr = os.Stderr
@@ -201,18 +209,34 @@ func countWorker(self, method, addr, ns string, n int) (map[string]float64, erro
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	defer func() { stdin.Close(); cmd.Wait() }()
-	sc := bufio.NewScanner(stdout)
-	if !sc.Scan() || sc.Text() != "ready" {
+	w := &worker{method, cmd, stdin, bufio.NewScanner(stdout)}
+	if !w.sc.Scan() || w.sc.Text() != "ready" {
+		w.stop()
 		return nil, fmt.Errorf("%s worker did not start", method)
 	}
-	run := func(k int) error {
-		fmt.Fprintln(stdin, "go", k)
-		if !sc.Scan() || sc.Text() != "done" {
-			return fmt.Errorf("%s worker failed", method)
-		}
-		return nil
+	return w, nil
+}
+
+// run makes the worker dial (or request) k times.
+func (w *worker) run(k int) error {
+	fmt.Fprintln(w.stdin, "go", k)
+	if !w.sc.Scan() || w.sc.Text() != "done" {
+		return fmt.Errorf("%s worker failed", w.method)
 	}
+	return nil
+}
+
+func (w *worker) stop() { w.stdin.Close(); w.cmd.Wait() }
+
+// countWorker counts a worker's syscalls over n units on every thread,
+// then its CPU over cpuRuns×n.
+func countWorker(self, method, addr, ns string, n int) (map[string]float64, error) {
+	w, err := startWorker(self, method, addr, ns, n)
+	if err != nil {
+		return nil, err
+	}
+	defer w.stop()
+	cmd, run := w.cmd, w.run
 	counts, err := measure.Syscalls(cmd.Process.Pid, kinds, func() (float64, error) { return float64(n), run(n) })
 	if err != nil {
 		return nil, err
@@ -378,19 +402,12 @@ func profilePhase(n int) string {
 }
 
 func profileWorker(self, method, addr string, n int) (map[string]float64, error) {
-	cmd := exec.Command(self, "-worker", method, "-addr", addr, "-n", strconv.Itoa(n))
-	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
-	cmd.Stderr = os.Stderr
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
+	w, err := startWorker(self, method, addr, "", n)
+	if err != nil {
 		return nil, err
 	}
-	defer func() { stdin.Close(); cmd.Wait() }()
-	sc := bufio.NewScanner(stdout)
-	if !sc.Scan() || sc.Text() != "ready" {
-		return nil, fmt.Errorf("%s worker did not start", method)
-	}
+	defer w.stop()
+	cmd := w.cmd
 	data := filepath.Join(os.TempDir(), fmt.Sprintf("connopt-clientbench-%d.perf", cmd.Process.Pid))
 	defer os.Remove(data)
 	perf := exec.Command("perf", "record", "-q", "-e", "cpu-clock", "-F", "2000", "-g", "-p", strconv.Itoa(cmd.Process.Pid), "-o", data)
@@ -398,12 +415,11 @@ func profileWorker(self, method, addr string, n int) (map[string]float64, error)
 		return nil, err
 	}
 	time.Sleep(300 * time.Millisecond) // perf attaches asynchronously
-	fmt.Fprintln(stdin, "go", cpuRuns*n)
-	ok := sc.Scan() && sc.Text() == "done"
+	rerr := w.run(cpuRuns * n)
 	perf.Process.Signal(syscall.SIGINT)
 	perf.Wait()
-	if !ok {
-		return nil, fmt.Errorf("%s worker failed", method)
+	if rerr != nil {
+		return nil, rerr
 	}
 	out := map[string]float64{}
 	report := func(args ...string) ([]string, error) {
