@@ -21,7 +21,8 @@ import (
 // dialer, parked in the poller, no goroutine per connection, no locked
 // thread, no probe. The callback drains the kernel's ready list with
 // epoll_wait(…, 0), so no event is lost between the runtime's readiness
-// reset and the wait. An epoll instance belongs to no network namespace:
+// reset and the wait; a wait that returns fewer events than it has room
+// for has drained it. An epoll instance belongs to no network namespace:
 // sockets of every namespace the dialer serves register with it.
 //
 // Each registration carries a token, not the descriptor: a descriptor
@@ -102,6 +103,12 @@ func (w *watcher) run() {
 				return false
 			}
 			w.handle(events[:n])
+			if n < len(events) {
+				// The ready list is empty: an event arriving from now
+				// on makes the epoll descriptor ready again, and the
+				// runtime wakes this callback for it.
+				return false
+			}
 		}
 	})
 }

@@ -104,6 +104,14 @@ func main() {
 
 var dialMethods = []string{"net.Dialer", "fasthttp.Dial", "client.Dialer (no watch)", "client.Dialer", "client.Dialer (keep-alive off)"}
 
+// closeFirst is the suffix of a dial method whose worker waits for the
+// upstream's close (reads to EOF) before closing: a connection the
+// upstream ends, as after a "Connection: close" response.
+const closeFirst = ", upstream closes first"
+
+// closedMethods dial an upstream that closes every connection at once.
+var closedMethods = []string{"net.Dialer" + closeFirst, "client.Dialer (no watch)" + closeFirst, "client.Dialer" + closeFirst}
+
 // nsDialMethods dial an upstream inside another namespace.
 var nsDialMethods = []string{"setns per dial (net.Dialer)", "client.Dialer (pool)"}
 var requestMethods = []string{"fasthttp HostClient", "client HostClient (no watch)", "client HostClient"}
@@ -111,6 +119,8 @@ var requestMethods = []string{"fasthttp HostClient", "client HostClient (no watc
 func runWorker(method, addr, ns string, n int) {
 	var dial func() (net.Conn, error)
 	var request func() error
+	waitEOF := strings.HasSuffix(method, closeFirst)
+	method = strings.TrimSuffix(method, closeFirst)
 	switch method {
 	case "net.Dialer":
 		d := &net.Dialer{}
@@ -162,6 +172,11 @@ func runWorker(method, addr, ns string, n int) {
 		c, err := dial()
 		if err != nil {
 			return err
+		}
+		if waitEOF {
+			if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+				return fmt.Errorf("waiting for the upstream's close: %v", err)
+			}
 		}
 		return c.Close()
 	}
@@ -296,6 +311,7 @@ func syscallPhase(n, rounds int) string {
 	}
 	groups := []group{
 		{dialMethods, ln.Addr().String(), n, "connection"},
+		{closedMethods, ln.Addr().String(), n, "connection"},
 		{nsDialMethods, nln.Addr().String(), n, "connection"},
 		{requestMethods, hln.Addr().String(), n * 10, "request"},
 	}
@@ -339,6 +355,7 @@ func syscallPhase(n, rounds int) string {
 	}
 	how := fmt.Sprintf("a worker process with GOMAXPROCS=1: syscalls counted by perf on each of its threads, CPU (utime+stime of the whole process) from /proc in a second, uncounted run of %d; CPU × is the median of each round's ratio", cpuRuns*n)
 	table(fmt.Sprintf("Syscalls and CPU per new connection, dial and close, in the process's namespace (%d connections per run; %s)", n, how), dialMethods)
+	table(fmt.Sprintf("Syscalls and CPU per new connection the upstream closes first (dial, read to EOF, close; %d connections per run; the same method)", n), closedMethods)
 	table(fmt.Sprintf("Syscalls and CPU per new connection into another namespace (%d connections per run; the same method)", n), nsDialMethods)
 	table(fmt.Sprintf("Syscalls and CPU per request on one pooled keep-alive connection (%d requests per run; CPU from a run of %d)", n*10, cpuRuns*n*10), requestMethods)
 	return b.String()
