@@ -106,8 +106,10 @@ type Config struct {
 	// connection whose upstream has closed it fails at once without
 	// sending anything (ErrUnsent), and the fasthttp clients built here
 	// send such a request on another connection, whatever its method. It
-	// costs one epoll_ctl per dial. Turn it off for protocols in which the
-	// upstream half-closes and still reads.
+	// costs one epoll_ctl per dial, and a wake-up of the watcher's
+	// goroutine (one epoll_wait) for each connection the upstream closes
+	// while it is open. Turn it off for protocols in which the upstream
+	// half-closes and still reads.
 	DisablePeerWatch bool
 }
 

@@ -102,7 +102,7 @@ func main() {
 
 // --- 1 and 2: syscalls, counted on a worker process ---
 
-var dialMethods = []string{"net.Dialer", "fasthttp.Dial", "client.Dialer (no watch)", "client.Dialer", "client.Dialer (keep-alive off)"}
+var dialMethods = []string{"net.Dialer", "net.Dialer (3 s timeout)", "fasthttp.Dial", "client.Dialer (no watch)", "client.Dialer", "client.Dialer (keep-alive off)"}
 
 // closeFirst is the suffix of a dial method whose worker waits for the
 // upstream's close (reads to EOF) before closing: a connection the
@@ -110,7 +110,7 @@ var dialMethods = []string{"net.Dialer", "fasthttp.Dial", "client.Dialer (no wat
 const closeFirst = ", upstream closes first"
 
 // closedMethods dial an upstream that closes every connection at once.
-var closedMethods = []string{"net.Dialer" + closeFirst, "client.Dialer (no watch)" + closeFirst, "client.Dialer" + closeFirst}
+var closedMethods = []string{"net.Dialer" + closeFirst, "net.Dialer (3 s timeout)" + closeFirst, "client.Dialer (no watch)" + closeFirst, "client.Dialer" + closeFirst}
 
 // nsDialMethods dial an upstream inside another namespace.
 var nsDialMethods = []string{"setns per dial (net.Dialer)", "client.Dialer (pool)"}
@@ -122,8 +122,15 @@ func runWorker(method, addr, ns string, n int) {
 	waitEOF := strings.HasSuffix(method, closeFirst)
 	method = strings.TrimSuffix(method, closeFirst)
 	switch method {
-	case "net.Dialer":
+	case "net.Dialer", "net.Dialer (3 s timeout)":
+		// The second has the connect timeout client.Dialer and
+		// fasthttp.Dial always apply (a context deadline, a poller
+		// deadline and a context.AfterFunc per dial); net.Dialer{} has
+		// none.
 		d := &net.Dialer{}
+		if method != "net.Dialer" {
+			d.Timeout = client.DefaultConnectTimeout
+		}
 		dial = func() (net.Conn, error) { return d.Dial("tcp4", addr) }
 	case "fasthttp.Dial":
 		dial = func() (net.Conn, error) { return fasthttp.Dial(addr) }
