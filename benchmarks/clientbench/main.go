@@ -285,12 +285,8 @@ const ticksPerSecond = 100
 
 func syscallPhase(n, rounds int) string {
 	self, _ := os.Executable()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		log.Fatal(err)
-	}
+	ln := closingSink()
 	defer ln.Close()
-	go closeEvery(ln)
 	hln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		log.Fatal(err)
@@ -389,12 +385,8 @@ var profiled = []string{"net.Dialer", "client.Dialer"}
 // handshake's softirq work runs inside connect), and in user space.
 func profilePhase(n int) string {
 	self, _ := os.Executable()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		log.Fatal(err)
-	}
+	ln := closingSink()
 	defer ln.Close()
-	go closeEvery(ln)
 	shares := map[string]map[string]float64{}
 	var names []string
 	for _, m := range profiled {
@@ -659,6 +651,16 @@ func fillPhase(rounds int) string {
 	}
 	b.WriteString("\n")
 	return b.String()
+}
+
+// closingSink listens on loopback and closes every connection it accepts.
+func closingSink() net.Listener {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	go closeEvery(ln)
+	return ln
 }
 
 // closeEvery accepts and closes connections until ln is closed: an
