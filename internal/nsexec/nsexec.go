@@ -147,18 +147,23 @@ func ip(args ...string) error {
 	return nil
 }
 
+// processNS is the network namespace the process started in, read while
+// package initialization runs, on the main thread, before any goroutine
+// can have moved a thread (the main thread included) elsewhere.
+var processNS, processNSErr = os.Stat("/proc/thread-self/ns/net")
+
 // InProcessNamespace reports whether the calling thread is in the network
-// namespace of the process (its main thread's), where every thread that
-// runs unlocked goroutines is: a socket any goroutine creates lands there.
-// It is false on a thread a goroutine has locked and moved elsewhere.
+// namespace the process started in, where every thread that runs unlocked
+// goroutines is: a socket any goroutine creates lands there. It is false on
+// a thread a goroutine has locked and moved elsewhere, the main thread
+// included.
 func InProcessNamespace() (bool, error) {
+	if processNSErr != nil {
+		return false, fmt.Errorf("the process's network namespace: %w", processNSErr)
+	}
 	self, err := os.Stat("/proc/thread-self/ns/net")
 	if err != nil {
 		return false, fmt.Errorf("this thread's network namespace: %w", err)
 	}
-	proc, err := os.Stat("/proc/self/ns/net")
-	if err != nil {
-		return false, fmt.Errorf("the process's network namespace: %w", err)
-	}
-	return os.SameFile(self, proc), nil
+	return os.SameFile(self, processNS), nil
 }
