@@ -250,3 +250,40 @@ func TestDialerMadeOnMovedThread(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// A Dialer of the process's namespace dials from the namespace of the
+// thread that dials, as net.Dialer does: from a goroutine that locked its
+// thread and moved it into another namespace, the socket is made there.
+func TestInlineDialFromMovedThread(t *testing.T) {
+	ns := testns.New(t, nil)
+	d := newDialer(t, Config{})
+	if !d.inline {
+		t.Fatal("a Dialer of the process's namespace uses a pool")
+	}
+	var ln net.Listener
+	ns.Do(t, func() {
+		var err error
+		if ln, err = net.Listen("tcp4", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	defer ln.Close()
+	ns.Do(t, func() {
+		for name, dial := range map[string]func() (net.Conn, error){
+			"net.Dialer":    func() (net.Conn, error) { return (&net.Dialer{}).Dial("tcp4", ln.Addr().String()) },
+			"client.Dialer": func() (net.Conn, error) { return d.Dial(ln.Addr().String()) },
+		} {
+			c, err := dial()
+			if err != nil {
+				t.Fatalf("%s from a thread in the namespace: %v", name, err)
+			}
+			c.Close()
+		}
+	})
+	// From any other goroutine, the same address is the process's
+	// namespace's, where nothing listens.
+	if c, err := d.Dial(ln.Addr().String()); err == nil {
+		c.Close()
+		t.Fatal("a dial from an unmoved goroutine reached the other namespace's listener")
+	}
+}
