@@ -5,6 +5,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/connopt/connopt/internal/testkit"
 )
 
 // processCPU is the process's user and system time so far.
@@ -29,15 +31,7 @@ func BenchmarkDialClose(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go testkit.CloseEach(ln)
 	addr := ln.Addr().String()
 	dials := []struct {
 		name string

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -17,22 +16,14 @@ import (
 	"github.com/connopt/connopt/sockpool"
 )
 
-// threads counts the process's OS threads (/proc/self/task), and those in
-// the namespace whose /proc link is ns ("" counts none).
+// threads counts the process's OS threads, and those in the namespace
+// whose /proc link is ns.
 func threads(t *testing.T, ns string) (all, in int) {
 	t.Helper()
-	tasks, err := filepath.Glob("/proc/self/task/*/ns/net")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range tasks {
-		l, err := os.Readlink(p)
-		if err != nil {
-			continue // the thread exited
-		}
-		all++
+	for l, n := range testkit.ThreadNamespaces(t) {
+		all += n
 		if l == ns {
-			in++
+			in += n
 		}
 	}
 	return all, in

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/connopt/connopt/internal/leakcheck"
 	"github.com/connopt/connopt/internal/rawsock"
+	"github.com/connopt/connopt/internal/testkit"
 	"github.com/connopt/connopt/internal/testns"
 	"github.com/connopt/connopt/sockopt"
 )
@@ -72,15 +72,7 @@ func TestSocketsBelongToNamespace(t *testing.T) {
 		rawsock.Control(rc, func(fd int) error { cookieA, err = rawsock.NetnsCookie(fd); return err })
 	})
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go testkit.CloseEach(ln)
 	port := ln.Addr().(*net.TCPAddr).Port
 
 	root := newPool(t, Config{Size: 4})
@@ -203,23 +195,6 @@ func TestConcurrentDrain(t *testing.T) {
 	}
 }
 
-func threadNamespaces(t *testing.T) map[string]int {
-	t.Helper()
-	tasks, err := filepath.Glob("/proc/self/task/*/ns/net")
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]int{}
-	for _, p := range tasks {
-		l, err := os.Readlink(p)
-		if err != nil {
-			continue // the thread exited
-		}
-		out[l]++
-	}
-	return out
-}
-
 // After heavy use of pools in two namespaces, every thread is in the
 // original namespace except the pools' own; after Close, all of them are.
 func TestNoThreadLeftInForeignNamespace(t *testing.T) {
@@ -250,7 +225,7 @@ func TestNoThreadLeftInForeignNamespace(t *testing.T) {
 	}
 	wg.Wait()
 	foreign := 0
-	for ns, n := range threadNamespaces(t) {
+	for ns, n := range testkit.ThreadNamespaces(t) {
 		if ns != self {
 			foreign += n
 		}
@@ -262,7 +237,7 @@ func TestNoThreadLeftInForeignNamespace(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		foreign = 0
-		for ns, n := range threadNamespaces(t) {
+		for ns, n := range testkit.ThreadNamespaces(t) {
 			if ns != self {
 				foreign += n
 			}
@@ -271,7 +246,7 @@ func TestNoThreadLeftInForeignNamespace(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d threads still in foreign namespaces after Close: %v", foreign, threadNamespaces(t))
+			t.Fatalf("%d threads still in foreign namespaces after Close: %v", foreign, testkit.ThreadNamespaces(t))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

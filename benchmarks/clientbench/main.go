@@ -43,6 +43,7 @@ import (
 	"github.com/connopt/connopt/client"
 	"github.com/connopt/connopt/internal/nsexec"
 	"github.com/connopt/connopt/internal/procstat"
+	"github.com/connopt/connopt/internal/testkit"
 	"github.com/connopt/connopt/ports"
 )
 
@@ -304,7 +305,7 @@ func syscallPhase(n, rounds int) string {
 		log.Fatal(err)
 	}
 	defer nln.Close()
-	go closeEvery(nln)
+	go testkit.CloseEach(nln)
 
 	type group struct {
 		methods []string
@@ -490,7 +491,7 @@ func namespacePhase(rounds int) string {
 		log.Fatal(err)
 	}
 	defer ln.Close()
-	go closeEvery(ln)
+	go testkit.CloseEach(ln)
 	addr := ln.Addr().String()
 	d, err := client.NewDialer(client.Config{Namespace: name, PoolSize: 256})
 	if err != nil {
@@ -659,20 +660,8 @@ func closingSink() net.Listener {
 	if err != nil {
 		log.Fatal(err)
 	}
-	go closeEvery(ln)
+	go testkit.CloseEach(ln)
 	return ln
-}
-
-// closeEvery accepts and closes connections until ln is closed: an
-// upstream for dials that are measured and dropped.
-func closeEvery(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		c.Close()
-	}
 }
 
 func us(d time.Duration) float64 { return measure.Micros(d) }

@@ -121,6 +121,19 @@ func (s *Sink) Close() {
 	s.CloseAll()
 }
 
+// CloseEach accepts connections on ln and closes each at once, until ln is
+// closed: an upstream that closes first, for dials that are made and
+// dropped. Run it in its own goroutine.
+func CloseEach(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Close()
+	}
+}
+
 // Returns waits up to d for what done delivers (a Serve or Run returning)
 // and reports a non-nil error or a timeout as an error of the test, naming
 // what.

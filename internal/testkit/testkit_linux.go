@@ -1,6 +1,8 @@
 package testkit
 
 import (
+	"os"
+	"path/filepath"
 	"syscall"
 	"testing"
 
@@ -19,4 +21,23 @@ func SockOptions(t testing.TB, c syscall.Conn) rawsock.Options {
 		t.Fatal(err)
 	}
 	return o
+}
+
+// ThreadNamespaces counts the process's OS threads (/proc/self/task) by the
+// network namespace each is in, keyed by its /proc link ("net:[INODE]").
+func ThreadNamespaces(t testing.TB) map[string]int {
+	t.Helper()
+	tasks, err := filepath.Glob("/proc/self/task/*/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int{}
+	for _, p := range tasks {
+		l, err := os.Readlink(p)
+		if err != nil {
+			continue // the thread exited
+		}
+		out[l]++
+	}
+	return out
 }
