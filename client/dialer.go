@@ -118,7 +118,8 @@ type Config struct {
 // namespace it takes one from a socket pool whose thread lives there,
 // shared with every other Dialer of the process into that namespace with
 // the same family, options and PoolSize. It is safe for concurrent use;
-// a dial takes no lock.
+// a dial takes no lock of the Dialer's (a ports lease takes its
+// allocator's).
 type Dialer struct {
 	cfg     Config
 	timeout time.Duration
